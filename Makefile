@@ -1,0 +1,46 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+VENV10 := .venv10
+PY := $(VENV)/bin/python
+PY10 := $(VENV10)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test test9 test10 lint bench sim clean
+
+$(VENV)/.stamp: requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# The official 10.x client ships as `ibapi-stable` but installs the `ibapi`
+# module: install the project without its dependencies so pip never pulls
+# PyPI's 9.81 `ibapi` over it.
+$(VENV10)/.stamp: requirements-ibapi10.txt setup.py
+	$(PYTHON) -m venv $(VENV10)
+	$(PY10) -m pip install -q --upgrade pip
+	$(PY10) -m pip install -q -r requirements-ibapi10.txt
+	$(PY10) -m pip install -q --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.stamp
+	$(PY) -m ib_resilience.cli demo
+
+sim: $(VENV)/.stamp
+	$(PY) -m ib_resilience.sim --port 7497
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check ib_resilience tests bench scripts
+
+test9: $(VENV)/.stamp
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test10: $(VENV10)/.stamp
+	$(PY10) -m pytest $(PYTEST_ARGS)
+
+test: lint test9 test10
+
+clean:
+	rm -rf $(VENV) $(VENV10) .pytest_cache
