@@ -1,0 +1,138 @@
+"""Pending blocking requests: ids, futures tagged with the connection generation, fail-all.
+
+A caller registers a :class:`Pending` before sending; the reader thread resolves it from a
+callback; the connection manager fails every pending request the moment a connection ends.
+A reply that arrives for a generation other than the one a request was sent on is dropped, so
+a late answer from a dead connection can never reach a new caller.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable, Dict, List, Optional
+
+from .errors import IBConnectionError, RequestTimeoutError
+
+# Request ids live far above any order id a gateway hands out, so an error() carrying an id can
+# be routed without asking which namespace it belongs to.
+REQUEST_ID_BASE = 1_000_000_000
+
+
+class Pending:
+    """One request awaiting its reply. Rows of multi-message replies accumulate in ``rows``."""
+
+    __slots__ = ("key", "kind", "generation", "future", "rows", "data")
+
+    def __init__(self, key: int, kind: str, generation: int) -> None:
+        self.key = key
+        self.kind = kind
+        self.generation = generation
+        self.future: Future[Any] = Future()
+        self.rows: List[Any] = []
+        self.data: Dict[str, Any] = {}
+
+    def resolve(self, value: Any) -> bool:
+        if self.future.done():
+            return False
+        self.future.set_result(value)
+        return True
+
+    def fail(self, exc: BaseException) -> bool:
+        if self.future.done():
+            return False
+        self.future.set_exception(exc)
+        return True
+
+
+class PendingRequests:
+    """The table of requests in flight. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: Dict[int, Pending] = {}
+        self._ids = itertools.count(REQUEST_ID_BASE)
+        self._live_generation: Optional[int] = None
+
+    def next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    def open_generation(self, generation: int) -> None:
+        """Accept registrations for a newly ready connection."""
+        with self._lock:
+            self._live_generation = generation
+
+    def close_generation(self, generation: int, exc_factory: Callable[[Pending], BaseException]) -> int:
+        """Fail every request of ``generation`` (or older) at once; returns how many."""
+        with self._lock:
+            if self._live_generation is not None and self._live_generation <= generation:
+                self._live_generation = None
+            doomed = [p for p in self._pending.values() if p.generation <= generation]
+            for p in doomed:
+                del self._pending[p.key]
+        for p in doomed:
+            p.fail(exc_factory(p))
+        return len(doomed)
+
+    def register(self, kind: str, key: Optional[int] = None) -> Pending:
+        """Register a request on the live connection; raises IBConnectionError when there is none."""
+        with self._lock:
+            if self._live_generation is None:
+                raise IBConnectionError(f"not connected: cannot send {kind}")
+            if key is None:
+                key = next(self._ids)
+            if key in self._pending:
+                raise ValueError(f"request id {key} is already pending")
+            pending = Pending(key, kind, self._live_generation)
+            self._pending[key] = pending
+            return pending
+
+    def get(self, key: int, generation: Optional[int] = None) -> Optional[Pending]:
+        with self._lock:
+            pending = self._pending.get(key)
+        if pending is None or (generation is not None and pending.generation != generation):
+            return None
+        return pending
+
+    def oldest_of_kind(self, kind: str) -> Optional[Pending]:
+        with self._lock:
+            for pending in self._pending.values():
+                if pending.kind == kind:
+                    return pending
+        return None
+
+    def discard(self, pending: Pending) -> None:
+        with self._lock:
+            if self._pending.get(pending.key) is pending:
+                del self._pending[pending.key]
+
+    def resolve(self, key: int, value: Any) -> bool:
+        with self._lock:
+            pending = self._pending.pop(key, None)
+        return pending.resolve(value) if pending is not None else False
+
+    def fail(self, key: int, exc: BaseException) -> bool:
+        with self._lock:
+            pending = self._pending.pop(key, None)
+        return pending.fail(exc) if pending is not None else False
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def wait(self, pending: Pending, timeout: float, operation: str) -> Any:
+        """Block until the reply, the connection's end, or the deadline (RequestTimeoutError)."""
+        try:
+            return pending.future.result(timeout=timeout)
+        except FutureTimeout:
+            raise RequestTimeoutError(
+                f"{operation} got no reply within {timeout:g} s",
+                operation=operation,
+                timeout=timeout,
+                req_id=pending.key,
+            ) from None
+        finally:
+            self.discard(pending)
