@@ -74,10 +74,10 @@ DEFAULT_BREAKERS: Mapping[str, BreakerSettings] = MappingProxyType(
 @dataclass(frozen=True)
 class PacingSettings:
     """The outbound token bucket. rate + burst bounds the messages in any one second: the
-    gateway allows 50, so the defaults (45 + 5) never exceed it."""
+    gateway allows 50, so the defaults (45 + 4) stay below it with one to spare (jitter)."""
 
     max_messages_per_second: float = _f(45.0, gt=0)
-    burst: int = _f(5, ge=1)
+    burst: int = _f(4, ge=1)
     slowdown_factor: float = _f(0.5, gt=0, le=1)  # rate multiplier after a RATE_LIMIT error
     slowdown_duration: float = _f(10.0, ge=0)  # seconds the lowered rate lasts
 

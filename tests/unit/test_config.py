@@ -70,7 +70,7 @@ def test_issue_defaults():
     }
     assert {k: (v.fail_max, v.reset_timeout) for k, v in cfg.breakers.items()} == expected
     assert cfg.pacing.max_messages_per_second == 45
-    assert cfg.pacing.max_messages_per_second + cfg.pacing.burst <= 50
+    assert cfg.pacing.max_messages_per_second + cfg.pacing.burst < 50
     assert cfg.safety.max_order_quantity is None and cfg.safety.max_order_notional is None
     assert cfg.orders.on_unknown_after_reconnect == "resubmit"
 
@@ -91,7 +91,7 @@ def test_overrides_dict_and_config_sources():
     again = load_config(cfg, pacing={"burst": 2})
     assert again.port == 4002 and again.pacing.burst == 2
     assert again.pacing.max_messages_per_second == 45  # partial section override keeps the rest
-    assert cfg.pacing.burst == 5  # the original is untouched
+    assert cfg.pacing.burst == 4  # the original is untouched
 
 
 def test_int_accepted_for_float_and_converted():
