@@ -258,3 +258,21 @@ def test_maintenance_enabled_flag():
     enabled = load_config({"maintenance": {"enabled": True}}).maintenance
     assert enabled.active_window(MON_0030_NY) == MaintenanceWindow()
     assert enabled.active_window(MON_0200_NY) is None
+
+
+def _dotted_keys(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        yield key
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _dotted_keys(hints[f.name], key + ".")
+
+
+def test_configuration_doc_mentions_every_key():
+    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    keys = list(_dotted_keys(Config))
+    keys += [f"breakers.{name}" for name in DEFAULT_BREAKERS]
+    keys += [f"maintenance.windows[].{f.name}" for f in dataclasses.fields(MaintenanceWindow)]
+    missing = [key for key in keys if f"`{key}`" not in doc]
+    assert missing == []
