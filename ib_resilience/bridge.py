@@ -13,7 +13,7 @@ before ``open()`` raises).
 
 Decode policy: an exception while decoding a frame (a malformed field) is logged and counted
 and the connection stays up. A frame whose message id is not an integer means the byte stream
-is out of step, as does a frame longer than ``max_frame_len``: the connection is closed with a
+is out of step (as does a frame with no NUL at all, or one longer than ``max_frame_len``): the connection is closed with a
 "protocol error" reason so that the manager reconnects.
 
 Sink methods are resolved once, when the bridge is built.
@@ -304,13 +304,12 @@ class Bridge(EWrapper, EClient):
                 return
             fields = frame.split(b"\0")
             del fields[-1]  # comm.read_fields: the piece after the last NUL is dropped
-            if not fields:
-                return
             try:
                 msg_id = int(fields[0])
-            except ValueError:
+            except (ValueError, IndexError):
+                # No NUL at all, or no numeric id: the byte stream is out of step.
                 self._decode_errors += 1
-                self._protocol_error(gen, f"protocol error: message id {fields[0][:20]!r} is not a number")
+                self._protocol_error(gen, f"protocol error: no message id in {frame[:20]!r}")
                 return
             if _INTERPRET_TAKES_MSG_ID:
                 self.decoder.interpret(tuple(fields[1:]), msg_id)
