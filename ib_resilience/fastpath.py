@@ -91,11 +91,23 @@ def _decode_unicode_str(raw: bytes) -> str:
     return raw.decode("unicode-escape", errors="backslashreplace")
 
 
+# Sizes repeat a lot; a Decimal is immutable, so sharing one instance per spelling is safe.
+_decimal_cache: Dict[bytes, Decimal] = {}
+_DECIMAL_CACHE_MAX = 4096
+
+
 def _decimal(raw: bytes) -> Decimal:
     """10.x ``decode(Decimal, fields)``."""
+    value = _decimal_cache.get(raw)
+    if value is not None:
+        return value
     if raw in _DECIMAL_UNSET_SPELLINGS:
         return _UNSET_DECIMAL  # type: ignore[return-value]
-    return Decimal(raw.decode())
+    value = Decimal(raw.decode())
+    if len(_decimal_cache) >= _DECIMAL_CACHE_MAX:
+        _decimal_cache.clear()
+    _decimal_cache[raw] = value
+    return value
 
 
 class FastPath:
