@@ -14,6 +14,7 @@ from ib_resilience.bridge import IBAPI_LINE, Bridge
 from ib_resilience.errors import IBConnectionError
 from ib_resilience.sim import FakeGateway
 
+from .gwserver import wait_until
 from .recording import RecordingWrapper
 from .sinks import RecordingSink
 from .test_fastpath_differential import fastpath, official
@@ -171,3 +172,35 @@ def test_official_path_recorder_is_not_vacuous() -> None:
     rec.tickPrice(1, 1, 1.0, object.__new__(type("A", (), {})))
     assert rec.calls and rec.calls[0][0] == "tickPrice"
     assert threading.current_thread() is threading.main_thread()
+
+
+def test_a_blocked_user_callback_on_the_dispatcher_never_stalls_the_reader() -> None:
+    from ib_resilience.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher()
+    dispatcher.start()
+    release = threading.Event()
+    user_calls: List[float] = []
+
+    def user_callback(req_id: int, tick_type: int, price: float) -> None:
+        user_calls.append(price)
+        release.wait(20)  # a user callback that hangs
+
+    class Sink(RecordingSink):
+        def tickPrice(self, req_id: int, tick_type: int, price: float, attrib: object) -> None:  # noqa: N802
+            dispatcher.submit_latest((req_id, tick_type), user_callback, req_id, tick_type, price)
+
+    with FakeGateway(port=0, seed=7, tick_interval=0.01) as gw:
+        sink = Sink()
+        bridge = Bridge(sink)
+        bridge.open("127.0.0.1", gw.port, 3, 5.0)
+        bridge.reqMktData(1, stock("AAPL"), "", False, False, [])
+        assert wait_until(lambda: len(user_calls) == 1)
+        for i in range(5):  # heartbeats keep flowing while the user callback hangs
+            bridge.reqCurrentTime()
+            assert len(sink.wait_for("currentTime", i + 1)) == i + 1
+        assert wait_until(lambda: dispatcher.stats().coalesced > 0)
+        assert dispatcher.depth() <= 3  # one entry per (reqId, tickType): bid, ask, last
+        bridge.close()
+    release.set()
+    assert dispatcher.stop(10)
