@@ -6,13 +6,16 @@ import functools
 import logging
 import os
 import random
-from typing import Any, Callable, Dict, Optional, TypeVar, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union, cast
 
+from .circuit_breaker import BreakerRegistry, circuit
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Config, load_config
 from .connection_manager import IBConnectionManager, StateListener
 from .error_codes import ErrorCategory
 from .errors import IBConnectionError, IBRequestError
+from .operations import BracketResult, Operations, OrderIds, OrderResult, StrangleResult
+from .order_tracker import OrderState, OrderTracker
 from .router import Router
 from .state import ConnectionState
 
@@ -69,7 +72,17 @@ class IBClient:
         self.config: Config = load_config(config, **overrides)
         self._router = Router()
         self._manager = IBConnectionManager(self.config, sink=self._router, clock=clock, rng=rng)
-        self._router.attach(self._manager)
+        self._orders = OrderTracker()
+        self._order_ids = OrderIds()
+        self._router.attach(self._manager, self._orders, self._order_ids)
+        self._manager.add_ready_hook(lambda info: self._order_ids.sync(info.next_valid_id))
+        self._ops = Operations(self._manager, self._orders, self._order_ids, self.config)
+        self._breakers = BreakerRegistry(
+            self.config.breakers,
+            clock,
+            on_connection_failure=lambda name, exc: self._manager.probe(f"{name} failed: {exc}"),
+            on_rate_limit=lambda name, exc: self._manager.pacer.slow_down(),
+        )
 
     @classmethod
     def from_yaml(cls, path: Union[str, os.PathLike[str]], **overrides: Any) -> IBClient:
@@ -105,8 +118,12 @@ class IBClient:
         return self._manager.wait_for_state(tuple(states), timeout)
 
     def get_connection_status(self) -> Dict[str, Any]:
+        """A snapshot of the connection's health, statistics and circuit breakers."""
         status = self._manager.status()
         status.update(self._router.stats())
+        status["next_order_id"] = self._order_ids.next
+        status["circuit_breakers"] = self._breakers.stats()
+        status["pacer"] = self._manager.pacer.stats()
         return status
 
     def __enter__(self) -> IBClient:
@@ -137,3 +154,89 @@ class IBClient:
         pending = self._manager.register("current_time")
         self._manager.bridge.reqCurrentTime()
         return cast(int, self._manager.pending.wait(pending, deadline, "get_current_time"))
+
+    # ------------------------------------------------------------ operations
+
+    @with_connection_check
+    @circuit("get_current_price")
+    def get_current_price(
+        self,
+        symbol: str,
+        sec_type: str = "STK",
+        exchange: str = "SMART",
+        currency: str = "USD",
+        timeout: Optional[float] = None,
+    ) -> float:
+        """Last trade, else the bid/ask midpoint, else the close, from a snapshot. Falls back to
+        delayed data when live data is not subscribed (``market_data.delayed_fallback``)."""
+        return self._ops.get_current_price(symbol, sec_type, exchange, currency, timeout)
+
+    @with_connection_check
+    @circuit("place_bracket_order")
+    def place_bracket_order(
+        self,
+        symbol: str,
+        action: str,
+        quantity: float,
+        entry_price: Optional[float],
+        take_profit_price: float,
+        stop_loss_price: float,
+        *,
+        tif: str = "DAY",
+        exchange: str = "SMART",
+        currency: str = "USD",
+        timeout: Optional[float] = None,
+    ) -> BracketResult:
+        """Entry (LMT, or MKT when ``entry_price`` is None), take-profit LMT and stop-loss STP in
+        one OCA group; returns once the gateway acknowledged all three."""
+        return self._ops.place_bracket_order(
+            symbol, action, quantity, entry_price, take_profit_price, stop_loss_price,
+            tif=tif, exchange=exchange, currency=currency, timeout=timeout,
+        )
+
+    @with_connection_check
+    @circuit("place_strangle")
+    def place_strangle(
+        self,
+        symbol: str,
+        expiry: str,
+        call_strike: float,
+        put_strike: float,
+        quantity: float,
+        action: str = "SELL",
+        limit_price: Optional[float] = None,
+        *,
+        exchange: str = "SMART",
+        currency: str = "USD",
+        tif: str = "DAY",
+        timeout: Optional[float] = None,
+    ) -> StrangleResult:
+        """Qualify both options, then place them as one BAG combo (or two legs when
+        ``orders.strangle_as_combo`` is false); returns once acknowledged."""
+        return self._ops.place_strangle(
+            symbol, expiry, call_strike, put_strike, quantity, action, limit_price,
+            exchange=exchange, currency=currency, tif=tif, timeout=timeout,
+        )
+
+    @with_connection_check
+    @circuit("cancel_order")
+    def cancel_order(self, order_id: int, timeout: Optional[float] = None) -> OrderResult:
+        """Cancel and return once the gateway reports it cancelled. An order that filled or does
+        not exist raises OrderCancelError saying which."""
+        return self._ops.cancel_order(order_id, timeout)
+
+    @with_connection_check
+    @circuit("close_position_at_market")
+    def close_position_at_market(self, symbol: str, timeout: Optional[float] = None) -> Optional[OrderResult]:
+        """Send a market order for the opposite side and size of the stock position in
+        ``symbol``; None, with nothing sent, when there is no position."""
+        return self._ops.close_position_at_market(symbol, timeout)
+
+    @with_connection_check
+    def positions(self, timeout: Optional[float] = None) -> List[Tuple[str, Any, float, float]]:
+        """Every position: (account, contract, size, average cost)."""
+        return self._ops.positions(timeout)
+
+    def order_status(self, order_id: int) -> Optional[OrderState]:
+        """The last state the gateway reported for ``order_id`` (None if never seen)."""
+        return self._orders.get(order_id)

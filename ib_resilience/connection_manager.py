@@ -60,6 +60,7 @@ class IBConnectionManager:
         self._state_since = clock.time()
         self._state_cond = threading.Condition()
         self._listeners: List[StateListener] = []
+        self._ready_hooks: List[Callable[[HandshakeInfo], None]] = []
         self._lifecycle = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
@@ -87,6 +88,11 @@ class IBConnectionManager:
 
     def add_state_listener(self, fn: StateListener) -> None:
         self._listeners.append(fn)
+
+    def add_ready_hook(self, fn: Callable[[HandshakeInfo], None]) -> None:
+        """``fn(info)`` runs on the watchdog thread when a session is ready, before CONNECTED is
+        announced (e.g. to sync order ids). It must not block."""
+        self._ready_hooks.append(fn)
 
     def remove_state_listener(self, fn: StateListener) -> None:
         try:
@@ -178,6 +184,10 @@ class IBConnectionManager:
             log.info("failed %d pending request(s): %s", failed, reason)
         self._wake.set()
 
+    def closed_generation(self) -> int:
+        """The newest generation whose connection has ended (0 if none)."""
+        return self._closed_generation
+
     def on_current_time(self) -> None:
         sent = self._hb_sent_at
         if sent is not None:
@@ -251,6 +261,8 @@ class IBConnectionManager:
         self._probe_requested = False
         self._connected_at = self.clock.monotonic()
         self.pending.open_generation(info.generation)
+        for fn in list(self._ready_hooks):
+            fn(info)
         self.stats.on_connected()
         self._transition(S.CONNECTED, f"session ready (client id {self.client_id}, generation {info.generation})")
 

@@ -1,38 +1,15 @@
-"""Fixtures for the connection core: a simulated gateway and resilient clients with short intervals."""
+"""Fixtures: a simulated gateway and resilient clients with short intervals."""
 
 from __future__ import annotations
 
 import random
-import threading
-import time
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
+from resilient import FAST
 
 from ib_resilience.client import IBClient
 from ib_resilience.sim import FakeGateway
-
-FAST: Dict[str, Any] = {
-    "connect_timeout": 2.0,
-    "max_reconnect_attempts": 0,
-    "reconnect_delay_base": 0.05,
-    "reconnect_delay_max": 0.2,
-    "heartbeat_interval": 0.2,
-    "heartbeat_timeout": 0.4,
-    "request_timeout": 5.0,
-    "stable_after": 60.0,
-    "client_id_in_use_delay": 0.1,
-}
-
-
-def wait_threads_back(baseline: List[str], timeout: float = 10.0) -> List[str]:
-    """Names of threads still alive beyond ``baseline`` once ``timeout`` passes (or none)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = [t.name for t in threading.enumerate() if t.name not in baseline]
-        if not extra or time.monotonic() >= deadline:
-            return extra
-        time.sleep(0.02)  # polling foreign threads' exit: there is no event to wait on
 
 
 @pytest.fixture

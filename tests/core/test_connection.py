@@ -5,41 +5,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, List
 
 import pytest
+from resilient import Recorder, wait_threads_back
 
 from ib_resilience.client import IBClient
 from ib_resilience.errors import IBConnectionError, RequestTimeoutError
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
 
-from .conftest import wait_threads_back
-
 S = ConnectionState
-Transition = Tuple[ConnectionState, ConnectionState, str]
-
-
-class Recorder:
-    """A state listener that lets a test wait for a transition."""
-
-    def __init__(self, client: IBClient) -> None:
-        self.seen: List[Transition] = []
-        self._cond = threading.Condition()
-        client.add_state_listener(self)
-
-    def __call__(self, old: ConnectionState, new: ConnectionState, reason: str) -> None:
-        with self._cond:
-            self.seen.append((old, new, reason))
-            self._cond.notify_all()
-
-    def count(self, new: ConnectionState) -> int:
-        with self._cond:
-            return sum(1 for _, n, _ in self.seen if n is new)
-
-    def wait(self, new: ConnectionState, count: int = 1, timeout: float = 15.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: sum(1 for _, n, _ in self.seen if n is new) >= count, timeout)
 
 
 def test_connect_status_and_clean_disconnect(make_client: Callable[..., IBClient], gw: FakeGateway) -> None:

@@ -1,0 +1,421 @@
+"""The five trading operations, as blocking calls with deadlines.
+
+Each call validates its arguments before anything is sent, registers what it waits for, sends
+through the bridge (whose transport paces every message), and waits on a future or on the
+order book with a deadline. The connection's end wakes every waiter at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from ibapi.contract import Contract
+
+from . import orders as builders
+from .config import Config
+from .connection_manager import IBConnectionManager
+from .error_codes import ORDER_REJECTION_CODES, ErrorCategory, cancel_reject_state, classify
+from .errors import (
+    IBConnectionError,
+    IBRequestError,
+    OrderRejectedError,
+    ReadOnlyError,
+    RequestTimeoutError,
+)
+from .order_tracker import OrderState, OrderTracker
+
+log = logging.getLogger("ib_resilience.operations")
+
+# Tick types: live, then delayed (reqMarketDataType 3/4).
+BID, ASK, LAST, CLOSE = 1, 2, 4, 9
+DELAYED_BID, DELAYED_ASK, DELAYED_LAST, DELAYED_CLOSE = 66, 67, 68, 75
+NOT_SUBSCRIBED_CODES = frozenset({354, 10089, 10090, 10167, 10168})
+CANCEL_NOT_FOUND_CODES = frozenset({10147, 135})
+CANCEL_REFUSED_CODES = frozenset({10148, 161})
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """What the gateway acknowledged for one order."""
+
+    order_id: int
+    order_ref: str
+    status: str
+    filled: float = 0.0
+    avg_fill_price: float = 0.0
+    perm_id: int = 0
+
+
+@dataclass(frozen=True)
+class BracketResult:
+    """The three orders of a bracket, each acknowledged by the gateway."""
+
+    parent: OrderResult
+    take_profit: OrderResult
+    stop_loss: OrderResult
+    order_ref: str
+
+    @property
+    def order_ids(self) -> Tuple[int, int, int]:
+        return (self.parent.order_id, self.take_profit.order_id, self.stop_loss.order_id)
+
+
+@dataclass(frozen=True)
+class StrangleResult:
+    """A strangle placed as one BAG combo order, or as two single-leg orders."""
+
+    orders: Tuple[OrderResult, ...]
+    order_ref: str
+    call_con_id: int
+    put_con_id: int
+
+    @property
+    def order_ids(self) -> Tuple[int, ...]:
+        return tuple(o.order_id for o in self.orders)
+
+
+class OrderCancelError(IBRequestError):
+    """A cancel was refused: the order is unknown, or already done (``state`` says which)."""
+
+    def __init__(self, code: int, text: str, order_id: int, state: Optional[str]) -> None:
+        super().__init__(code, text, order_id, classify(code, text))
+        self.state = state
+
+
+class OrderIds:
+    """Order ids that never go backwards: above the gateway's next valid id and every id used."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def sync(self, next_valid_id: int) -> None:
+        with self._lock:
+            self._next = max(self._next, next_valid_id)
+
+    def take(self, count: int = 1) -> int:
+        """Reserve ``count`` consecutive ids and return the first."""
+        with self._lock:
+            if self._next <= 0:
+                raise IBConnectionError("no order id from the gateway yet")
+            first = self._next
+            self._next += count
+            return first
+
+    @property
+    def next(self) -> int:
+        return self._next
+
+
+def _finite_positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+def _timeout(value: Optional[float], default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"timeout must be a finite positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class Operations:
+    """The trading operations over one connection manager. IBClient exposes them."""
+
+    def __init__(self, manager: IBConnectionManager, tracker: OrderTracker, order_ids: OrderIds, config: Config) -> None:
+        self._manager = manager
+        self._tracker = tracker
+        self._ids = order_ids
+        self._config = config
+        self._positions_lock = threading.Lock()
+        self._delayed = False  # market data type switched to delayed-if-not-live on this session
+
+    # ------------------------------------------------------------- helpers
+
+    def _check_writable(self, operation: str) -> None:
+        if self._config.read_only:
+            raise ReadOnlyError(f"{operation}: the client is configured read_only; nothing was sent")
+
+    def _request(self, kind: str, send: Any, timeout: float, operation: str) -> Any:
+        pending = self._manager.register(kind)
+        try:
+            send(pending.key)
+        except BaseException:
+            self._manager.pending.discard(pending)
+            raise
+        return self._manager.pending.wait(pending, timeout, operation)
+
+    def _generation(self) -> int:
+        session = self._manager.session
+        if session is None:
+            raise IBConnectionError("not connected")
+        return session.generation
+
+    def _connection_lost(self, generation: int) -> bool:
+        return self._manager.closed_generation() >= generation
+
+    def _place(self, order_id: int, contract: Contract, order: Any) -> None:
+        self._tracker.expect(
+            order_id, order.orderRef, contract.symbol, order.action, float(order.totalQuantity), order.orderType
+        )
+        self._manager.bridge.placeOrder(order_id, contract, order)
+
+    def _await_acks(self, order_ids: Iterable[int], generation: int, timeout: float, operation: str) -> List[OrderState]:
+        """Wait until the gateway acknowledged every order, rejected one, or the link dropped."""
+        ids = list(order_ids)
+        tracker = self._tracker
+
+        def settled() -> bool:
+            states = [tracker.get(i) for i in ids]
+            if any(s is not None and s.error_code in ORDER_REJECTION_CODES for s in states):
+                return True
+            if self._connection_lost(generation):
+                return True
+            return all(s is not None and s.acknowledged for s in states)
+
+        if not tracker.wait_until(settled, timeout):
+            raise RequestTimeoutError(
+                f"{operation}: orders {ids} not acknowledged within {timeout:g} s", operation=operation, timeout=timeout
+            )
+        states = [tracker.get(i) for i in ids]
+        for s in states:
+            if s is not None and s.error_code in ORDER_REJECTION_CODES and not s.acknowledged:
+                raise OrderRejectedError(s.error_code, s.error_text, s.order_id, ErrorCategory.PERMANENT)
+        if not all(s is not None and s.acknowledged for s in states):
+            raise IBConnectionError(f"{operation}: connection lost before orders {ids} were acknowledged")
+        return [s for s in states if s is not None]
+
+    @staticmethod
+    def _result(state: OrderState) -> OrderResult:
+        return OrderResult(
+            order_id=state.order_id, order_ref=state.order_ref, status=state.status, filled=state.filled,
+            avg_fill_price=state.avg_fill_price, perm_id=state.perm_id,
+        )
+
+    # --------------------------------------------------------- market data
+
+    def get_current_price(
+        self, symbol: str, sec_type: str = "STK", exchange: str = "SMART", currency: str = "USD",
+        timeout: Optional[float] = None,
+    ) -> float:
+        contract = self._contract(symbol, sec_type, exchange, currency)
+        deadline = _timeout(timeout, self._config.market_data.snapshot_timeout)
+        try:
+            ticks = self._snapshot(contract, deadline)
+        except IBRequestError as exc:
+            if exc.code not in NOT_SUBSCRIBED_CODES or not self._config.market_data.delayed_fallback or self._delayed:
+                raise
+            log.info("live data not subscribed for %s (%d); falling back to delayed data", symbol, exc.code)
+            self._manager.bridge.reqMarketDataType(3)  # delayed when live is not subscribed
+            self._delayed = True
+            ticks = self._snapshot(contract, deadline)
+        return self._pick_price(symbol, ticks)
+
+    @staticmethod
+    def _contract(symbol: str, sec_type: str, exchange: str, currency: str) -> Contract:
+        for name, value in (("symbol", symbol), ("sec_type", sec_type), ("exchange", exchange), ("currency", currency)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        contract = Contract()
+        contract.symbol = symbol.strip().upper()
+        contract.secType = sec_type.strip().upper()
+        contract.exchange = exchange.strip().upper()
+        contract.currency = currency.strip().upper()
+        return contract
+
+    def _snapshot(self, contract: Contract, timeout: float) -> Dict[int, float]:
+        bridge = self._manager.bridge
+
+        def send(req_id: int) -> None:
+            bridge.reqMktData(req_id, contract, "", True, False, [])
+
+        pending = self._manager.register("snapshot")
+        try:
+            send(pending.key)
+            return dict(self._manager.pending.wait(pending, timeout, "get_current_price"))
+        except RequestTimeoutError:
+            if self._manager.is_connected():
+                bridge.cancelMktData(pending.key)
+            raise
+        finally:
+            self._manager.pending.discard(pending)
+
+    @staticmethod
+    def _pick_price(symbol: str, ticks: Dict[int, float]) -> float:
+        def usable(tick: int) -> Optional[float]:
+            value = ticks.get(tick)
+            return value if value is not None and value > 0 and math.isfinite(value) else None
+
+        for last in (LAST, DELAYED_LAST):
+            if usable(last) is not None:
+                return float(ticks[last])
+        for bid, ask in ((BID, ASK), (DELAYED_BID, DELAYED_ASK)):
+            b, a = usable(bid), usable(ask)
+            if b is not None and a is not None:
+                return (b + a) / 2.0
+        for close in (CLOSE, DELAYED_CLOSE):
+            if usable(close) is not None:
+                return float(ticks[close])
+        raise IBRequestError(-1, f"no price available for {symbol}: the snapshot carried no last, bid/ask or close")
+
+    # -------------------------------------------------------------- orders
+
+    def place_bracket_order(
+        self, symbol: str, action: str, quantity: float, entry_price: Optional[float], take_profit_price: float,
+        stop_loss_price: float, *, tif: str = "DAY", exchange: str = "SMART", currency: str = "USD",
+        timeout: Optional[float] = None,
+    ) -> BracketResult:
+        self._check_writable("place_bracket_order")
+        contract = builders.stock_contract(symbol, exchange=exchange, currency=currency)
+        deadline = _timeout(timeout, self._config.request_timeout)
+        order_ref = builders.new_order_ref()
+        # Validate everything with a placeholder id before an id is consumed or a byte is sent.
+        builders.build_bracket(action, quantity, entry_price, take_profit_price, stop_loss_price,
+                               parent_id=1, order_ref=order_ref, tif=tif)
+        prices = [p for p in (entry_price, take_profit_price, stop_loss_price) if p is not None]
+        builders.check_limits(quantity, max(prices), self._config.safety)
+        generation = self._generation()
+        parent_id = self._ids.take(3)
+        legs = builders.build_bracket(action, quantity, entry_price, take_profit_price, stop_loss_price,
+                                      parent_id=parent_id, order_ref=order_ref, tif=tif)
+        for order in legs:
+            self._place(order.orderId, contract, order)
+        states = self._await_acks([o.orderId for o in legs], generation, deadline, "place_bracket_order")
+        parent, take_profit, stop_loss = (self._result(s) for s in states)
+        log.info("bracket %s placed: ids %s", order_ref, [o.orderId for o in legs])
+        return BracketResult(parent, take_profit, stop_loss, order_ref)
+
+    def place_strangle(
+        self, symbol: str, expiry: str, call_strike: float, put_strike: float, quantity: float,
+        action: str = "SELL", limit_price: Optional[float] = None, *, exchange: str = "SMART", currency: str = "USD",
+        tif: str = "DAY", timeout: Optional[float] = None,
+    ) -> StrangleResult:
+        self._check_writable("place_strangle")
+        call, put = builders.strangle_contracts(symbol, expiry, call_strike, put_strike, exchange=exchange,
+                                                currency=currency)
+        quantity = _finite_positive(quantity, "quantity")
+        if limit_price is not None:
+            _finite_positive(limit_price, "limit_price")
+        action = builders.opposite_action(builders.opposite_action(action))  # validates BUY/SELL
+        deadline = _timeout(timeout, self._config.request_timeout)
+        order_ref = builders.new_order_ref()
+        # The notional of a strangle is its underlying exposure: the higher strike × 100 × quantity.
+        builders.check_limits(quantity, max(call.strike, put.strike), self._config.safety, multiplier=100)
+        call_id = self._qualify(call, deadline)
+        put_id = self._qualify(put, deadline)
+        generation = self._generation()
+        if self._config.orders.strangle_as_combo:
+            combo, order = builders.build_strangle(
+                symbol, call_id, put_id, action, quantity, limit_price, order_ref=order_ref, exchange=exchange,
+                currency=currency, tif=tif,
+            )
+            order_id = self._ids.take(1)
+            order.orderId = order_id
+            self._place(order_id, combo, order)
+            ids = [order_id]
+        else:
+            first = self._ids.take(2)
+            ids = [first, first + 1]
+            for oid, contract, suffix in ((first, call, "-c"), (first + 1, put, "-p")):
+                contract.conId = call_id if suffix == "-c" else put_id
+                leg = (builders.build_limit_order(action, quantity, limit_price, order_ref + suffix, tif)
+                       if limit_price is not None else builders.build_market_order(action, quantity,
+                                                                                   order_ref + suffix, tif))
+                leg.orderId = oid
+                self._place(oid, contract, leg)
+        states = self._await_acks(ids, generation, deadline, "place_strangle")
+        return StrangleResult(tuple(self._result(s) for s in states), order_ref, call_id, put_id)
+
+    def _qualify(self, contract: Contract, timeout: float) -> int:
+        bridge = self._manager.bridge
+        rows = self._request("contract_details", lambda req_id: bridge.reqContractDetails(req_id, contract),
+                             timeout, "contract details")
+        if len(rows) != 1:
+            raise IBRequestError(200, f"{len(rows)} contracts match {contract.symbol} {contract.lastTradeDateOrContractMonth} "
+                                      f"{contract.strike} {contract.right}; expected exactly one")
+        return int(rows[0].contract.conId)
+
+    def cancel_order(self, order_id: int, timeout: Optional[float] = None) -> OrderResult:
+        self._check_writable("cancel_order")
+        if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id <= 0:
+            raise ValueError(f"order_id must be a positive integer, got {order_id!r}")
+        deadline = _timeout(timeout, self._config.request_timeout)
+        known = self._tracker.get(order_id)
+        if known is not None and known.status == "Filled":
+            raise OrderCancelError(10148, f"order {order_id} already filled; nothing was sent", order_id, "Filled")
+        if known is not None and known.status in ("Cancelled", "ApiCancelled"):
+            return self._result(known)
+        generation = self._generation()
+        baseline_error = known.error_code if known is not None else None
+        self._tracker.on_error(order_id, 0, "")  # forget an older error so only this cancel's answer counts
+        self._manager.bridge.cancel_order(order_id)
+        tracker = self._tracker
+
+        def answered() -> bool:
+            state = tracker.get(order_id)
+            if self._connection_lost(generation):
+                return True
+            if state is None:
+                return False
+            return state.status in ("Cancelled", "ApiCancelled", "Filled") or (
+                state.error_code not in (None, 0, 202, baseline_error) and state.error_code is not None
+            ) or state.error_code in CANCEL_NOT_FOUND_CODES | CANCEL_REFUSED_CODES
+
+        if not tracker.wait_until(answered, deadline):
+            raise RequestTimeoutError(f"cancel_order: order {order_id} not confirmed cancelled within {deadline:g} s",
+                                      operation="cancel_order", timeout=deadline, req_id=order_id)
+        state = tracker.get(order_id)
+        if state is not None and state.status in ("Cancelled", "ApiCancelled"):
+            return self._result(state)
+        if state is not None and state.status == "Filled":
+            raise OrderCancelError(10148, f"order {order_id} filled before it could be cancelled", order_id, "Filled")
+        if state is not None and state.error_code in CANCEL_NOT_FOUND_CODES:
+            raise OrderCancelError(state.error_code, f"order {order_id} does not exist: {state.error_text}",
+                                   order_id, None)
+        if state is not None and state.error_code in CANCEL_REFUSED_CODES:
+            st = cancel_reject_state(state.error_text)
+            raise OrderCancelError(state.error_code, f"order {order_id} cannot be cancelled (state: {st}): "
+                                                     f"{state.error_text}", order_id, st)
+        if state is not None and state.error_code not in (None, 0):
+            raise IBRequestError(state.error_code, state.error_text, order_id, classify(state.error_code, state.error_text))
+        raise IBConnectionError(f"cancel_order: connection lost before order {order_id}'s cancel was confirmed")
+
+    def positions(self, timeout: Optional[float] = None) -> List[Tuple[str, Contract, float, float]]:
+        """Every position: (account, contract, size, average cost)."""
+        deadline = _timeout(timeout, self._config.request_timeout)
+        bridge = self._manager.bridge
+        with self._positions_lock:  # positions have no request id: one request at a time
+            try:
+                return list(self._request("positions", lambda _key: bridge.reqPositions(), deadline, "positions"))
+            finally:
+                if self._manager.is_connected():
+                    bridge.cancelPositions()
+
+    def close_position_at_market(self, symbol: str, timeout: Optional[float] = None) -> Optional[OrderResult]:
+        self._check_writable("close_position_at_market")
+        if not isinstance(symbol, str) or not symbol.strip():
+            raise ValueError(f"symbol must be a non-empty string, got {symbol!r}")
+        symbol = symbol.strip().upper()
+        deadline = _timeout(timeout, self._config.request_timeout)
+        rows = [r for r in self.positions(deadline) if r[1].symbol == symbol and r[1].secType == "STK"]
+        size = sum(float(r[2]) for r in rows)
+        if size == 0:
+            log.info("close_position_at_market(%s): no position; nothing sent", symbol)
+            return None
+        action = "SELL" if size > 0 else "BUY"
+        quantity = abs(size)
+        # No size limit here: closing only ever reduces exposure, and refusing it would trap the user.
+        contract = builders.stock_contract(symbol, exchange="SMART", currency=rows[0][1].currency or "USD")
+        generation = self._generation()
+        order_id = self._ids.take(1)
+        order = builders.build_market_order(action, quantity, builders.new_order_ref())
+        order.orderId = order_id
+        self._place(order_id, contract, order)
+        (state,) = self._await_acks([order_id], generation, deadline, "close_position_at_market")
+        return self._result(state)

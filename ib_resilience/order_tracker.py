@@ -1,0 +1,152 @@
+"""What the gateway has told us about each order: status, fills, rejections.
+
+Written only from the reader thread (through the router); read by callers, who wait on it
+with deadlines. Order ids and ``orderRef`` keys both index it, so an order can be found by its
+idempotency key after a reconnect.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+# Statuses after which an order can no longer fill or be cancelled.
+TERMINAL_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
+# Statuses meaning the gateway has the order (it is acknowledged).
+ACK_STATUSES = frozenset(
+    {"PendingSubmit", "PreSubmitted", "Submitted", "Filled", "PendingCancel", "ApiPending", "Cancelled",
+     "ApiCancelled", "Inactive"}
+)
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """One order as last reported by the gateway."""
+
+    order_id: int
+    order_ref: str = ""
+    symbol: str = ""
+    sec_type: str = ""
+    action: str = ""
+    quantity: float = 0.0
+    order_type: str = ""
+    status: str = ""
+    filled: float = 0.0
+    remaining: float = 0.0
+    avg_fill_price: float = 0.0
+    perm_id: int = 0
+    parent_id: int = 0
+    client_id: int = 0
+    error_code: Optional[int] = None
+    error_text: str = ""
+    executions: Tuple[str, ...] = field(default=())
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status in ACK_STATUSES or self.perm_id != 0
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class OrderTracker:
+    """Thread-safe book of orders keyed by order id and by ``orderRef``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._orders: Dict[int, OrderState] = {}
+        self._by_ref: Dict[str, int] = {}
+        self._listeners: List[Callable[[OrderState], None]] = []
+
+    # ------------------------------------------------------------- updates
+
+    def _update(self, order_id: int, **changes: Any) -> OrderState:
+        with self._cond:
+            old = self._orders.get(order_id) or OrderState(order_id)
+            new = replace(old, **changes)
+            self._orders[order_id] = new
+            if new.order_ref:
+                self._by_ref[new.order_ref] = order_id
+            self._cond.notify_all()
+            listeners = list(self._listeners)
+        for fn in listeners:
+            fn(new)
+        return new
+
+    def expect(self, order_id: int, order_ref: str, symbol: str, action: str, quantity: float, order_type: str) -> None:
+        """Record an order we are about to send, so its key is known before any reply."""
+        self._update(
+            order_id, order_ref=order_ref, symbol=symbol, action=action, quantity=quantity, order_type=order_type,
+            error_code=None, error_text="",
+        )
+
+    def on_open_order(self, order_id: int, contract: Any, order: Any, order_state: Any) -> None:
+        self._update(
+            order_id,
+            order_ref=order.orderRef or "",
+            symbol=contract.symbol,
+            sec_type=contract.secType,
+            action=order.action,
+            quantity=float(order.totalQuantity),
+            order_type=order.orderType,
+            status=order_state.status or self.get_status(order_id),
+            perm_id=int(order.permId or 0),
+            parent_id=int(order.parentId or 0),
+            client_id=int(order.clientId or 0),
+        )
+
+    def on_order_status(
+        self, order_id: int, status: str, filled: Any, remaining: Any, avg_fill_price: float, perm_id: int,
+        parent_id: int, client_id: int,
+    ) -> None:
+        self._update(
+            order_id, status=status, filled=float(filled), remaining=float(remaining),
+            avg_fill_price=float(avg_fill_price), perm_id=int(perm_id), parent_id=int(parent_id),
+            client_id=int(client_id),
+        )
+
+    def on_execution(self, order_id: int, exec_id: str) -> None:
+        with self._cond:
+            old = self._orders.get(order_id) or OrderState(order_id)
+        if exec_id not in old.executions:
+            self._update(order_id, executions=old.executions + (exec_id,))
+
+    def on_error(self, order_id: int, code: int, text: str) -> None:
+        with self._cond:
+            known = order_id in self._orders
+        if known:
+            self._update(order_id, error_code=code, error_text=text)
+
+    # --------------------------------------------------------------- reads
+
+    def get(self, order_id: int) -> Optional[OrderState]:
+        with self._cond:
+            return self._orders.get(order_id)
+
+    def get_status(self, order_id: int) -> str:
+        state = self.get(order_id)
+        return state.status if state else ""
+
+    def by_ref(self, order_ref: str) -> Optional[OrderState]:
+        with self._cond:
+            order_id = self._by_ref.get(order_ref)
+            return self._orders.get(order_id) if order_id is not None else None
+
+    def all(self) -> List[OrderState]:
+        with self._cond:
+            return list(self._orders.values())
+
+    def add_listener(self, fn: Callable[[OrderState], None]) -> None:
+        self._listeners.append(fn)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` (evaluated under the book's lock) holds, or ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def notify(self) -> None:
+        """Wake every waiter (e.g. the connection dropped) so it re-checks its situation."""
+        with self._cond:
+            self._cond.notify_all()

@@ -1,0 +1,42 @@
+"""Fixtures for the trading operations: a simulated gateway and a connected client."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Iterator, List
+
+import pytest
+from resilient import FAST
+
+from ib_resilience.client import IBClient
+from ib_resilience.sim import FakeGateway
+
+
+@pytest.fixture
+def gw() -> Iterator[FakeGateway]:
+    gateway = FakeGateway(seed=7, handshake_timeout=5.0, frame_timeout=2.0)
+    gateway.start()
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture
+def make_client(gw: FakeGateway) -> Iterator[Callable[..., IBClient]]:
+    made: List[IBClient] = []
+
+    def make(**overrides: Any) -> IBClient:
+        cfg = dict(FAST, port=gw.port, client_id=overrides.pop("client_id", 1))
+        cfg.update(overrides)
+        client = IBClient(config=cfg, rng=random.Random(5))
+        made.append(client)
+        assert client.connect()
+        return client
+
+    yield make
+    for client in made:
+        client.disconnect()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., IBClient]) -> IBClient:
+    return make_client()

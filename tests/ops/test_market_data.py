@@ -1,0 +1,36 @@
+"""get_current_price end to end against the simulator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ib_resilience.client import IBClient
+from ib_resilience.errors import IBRequestError
+from ib_resilience.sim import FakeGateway
+
+
+def test_price_of_a_known_symbol_follows_the_simulated_market(client: IBClient, gw: FakeGateway) -> None:
+    gw.set_price("AAPL", 187.25)
+    price = client.get_current_price("AAPL")
+    assert math.isfinite(price) and price == pytest.approx(187.25, abs=0.5)
+
+
+def test_unknown_symbol_raises_code_200(client: IBClient) -> None:
+    with pytest.raises(IBRequestError) as info:
+        client.get_current_price("NOSUCHSYM")
+    assert info.value.code == 200
+    # PERMANENT errors neither count towards nor open the breaker
+    assert client.get_connection_status()["circuit_breakers"]["get_current_price"]["failure_count"] == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"symbol": ""}, {"symbol": "  "}, {"symbol": None}, {"symbol": "AAPL", "timeout": -1}, {"symbol": "AAPL", "exchange": ""}],
+)
+def test_bad_arguments_raise_value_error_before_sending(client: IBClient, gw: FakeGateway, kwargs: dict) -> None:
+    before = gw.messages_received(1)
+    with pytest.raises(ValueError):
+        client.get_current_price(**kwargs)
+    assert gw.messages_received(1) == before
