@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 CLOSED = pybreaker.STATE_CLOSED
 OPEN = pybreaker.STATE_OPEN
 HALF_OPEN = pybreaker.STATE_HALF_OPEN
+# The names the status report uses (the vocabulary) for pybreaker's state names.
+PUBLIC_STATE = {CLOSED: "CLOSED", OPEN: "OPEN", HALF_OPEN: "HALF_OPEN"}
 
 # Keys of the ``failures_by_category`` statistic: the categories, plus timeouts (counted like
 # TRANSIENT) and "OTHER" (exceptions that say nothing about the gateway; not counted).
@@ -321,7 +323,7 @@ class Breaker:
         with self._lock:
             settled = self._successes + sum(self._failures.values())
             return {
-                "state": self._cb.current_state,
+                "state": PUBLIC_STATE[self._cb.current_state],
                 "failure_count": self._cb.fail_counter,
                 "fail_max": self.settings.fail_max,
                 "reset_timeout": self.settings.reset_timeout,

@@ -249,7 +249,7 @@ def test_stats():
     fail(breaker, permanent_error())
     fail(breaker, connection_error())
     stats = breaker.stats()
-    assert stats["state"] == OPEN
+    assert stats["state"] == "OPEN"
     assert stats["failure_count"] == 2
     assert stats["calls"] == 4 and stats["successes"] == 1
     assert stats["success_rate"] == pytest.approx(0.25)
