@@ -12,9 +12,11 @@ setup(
     install_requires=["ibapi>=9.81.1", "pybreaker>=1.0", "backoff>=2.0", "PyYAML>=5.4"],
     extras_require={
         "test": ["pytest", "pytest-timeout"],
-        "metrics": ["prometheus_client"],
+        "metrics": ["prometheus-client>=0.16"],
     },
     entry_points={
         "console_scripts": ["ib-resilience=ib_resilience.cli:main"],
+        # Users' test suites get the fake_gateway / resilient_client fixtures.
+        "pytest11": ["ib_resilience = ib_resilience.pytest_plugin"],
     },
 )
