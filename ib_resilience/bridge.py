@@ -35,7 +35,7 @@ from ibapi.wrapper import EWrapper
 from . import fastpath
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ClientIdInUseError, IBConnectionError
-from .transport import DEFAULT_MAX_FRAME_LEN, MAX_CLIENT_VERSION, Transport
+from .transport import DEFAULT_MAX_FRAME_LEN, DEFAULT_SEND_TIMEOUT, MAX_CLIENT_VERSION, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class Bridge(EWrapper, EClient):
         max_frame_len: int = DEFAULT_MAX_FRAME_LEN,
         join_timeout: float = 2.0,
         use_fast_path: bool = True,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         EWrapper.__init__(self)
         EClient.__init__(self, wrapper=self)
@@ -109,6 +110,7 @@ class Bridge(EWrapper, EClient):
         self._clock = clock
         self._max_frame_len = max_frame_len
         self._join_timeout = join_timeout
+        self._send_timeout = send_timeout
         self._use_fast_path = use_fast_path and fastpath.supported()
         self._sink_fns: Dict[str, Any] = {}
         for name in _FORWARDED_NAMES | {"error", "on_connection_closed"}:
@@ -187,6 +189,7 @@ class Bridge(EWrapper, EClient):
                     pacer=self._pacer,
                     clock=self._clock,
                     max_frame_len=self._max_frame_len,
+                    send_timeout=self._send_timeout,
                 )
                 self._transport = transport
                 self._live_gen = gen
@@ -264,6 +267,11 @@ class Bridge(EWrapper, EClient):
             return
         self.setConnState(EClient.DISCONNECTED)
         self._abort(transport, reason)
+
+    def isConnected(self) -> bool:  # noqa: N802
+        """``EClient.isConnected`` without its eagerly formatted debug line (it runs per request)."""
+        conn = self.conn
+        return self.connState == EClient.CONNECTED and conn is not None and conn.isConnected()
 
     def disconnect(self) -> None:
         """``EClient.disconnect`` replaced: closes our transport (no reentrant callbacks)."""

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 MIN_CLIENT_VERSION = 100
 MAX_CLIENT_VERSION = 157
 DEFAULT_MAX_FRAME_LEN = 16 * 1024 * 1024
+# A send blocked this long means the peer stopped reading (a blackhole with full buffers): the
+# connection is closed rather than letting the caller (e.g. the heartbeat) hang forever.
+DEFAULT_SEND_TIMEOUT = 10.0
 _RECV_SIZE = 65536
 # Compact the receive buffer once this much of it has been consumed; below that, keep an offset.
 _COMPACT_AT = 65536
@@ -60,6 +63,7 @@ class Transport:
         clock: Clock = SYSTEM_CLOCK,
         max_frame_len: int = DEFAULT_MAX_FRAME_LEN,
         connect_options: str = "",
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         self.generation = generation
         self._on_frame = on_frame
@@ -68,6 +72,7 @@ class Transport:
         self._clock = clock
         self._max_frame_len = max_frame_len
         self._connect_options = connect_options
+        self._send_timeout = send_timeout
         self._sock: Optional[socket.socket] = None
         self._send_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -130,7 +135,8 @@ class Transport:
             self._fail_handshake(f"handshake failed: {exc}")
             raise IBConnectionError(f"handshake failed: {exc}", host=host, port=port) from exc
         self.server_version, self.connection_time = server_version, conn_time
-        sock.settimeout(None)
+        # One timeout serves both directions: it bounds sendall; the reader just reads again.
+        sock.settimeout(self._send_timeout)
         return server_version, conn_time
 
     def _read_version_frame(self, sock: socket.socket, deadline: float) -> Tuple[int, str]:
@@ -244,6 +250,8 @@ class Transport:
                 return self._close_reason
             try:
                 chunk = recv(_RECV_SIZE)
+            except socket.timeout:
+                continue  # idle; liveness is the watchdog's business (last_rx)
             except OSError as exc:
                 return self._close_reason if self._closing else f"receive failed: {exc}"
             if not chunk:

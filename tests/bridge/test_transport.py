@@ -330,3 +330,44 @@ def test_last_rx_moves_with_inbound_bytes() -> None:
         assert rec.wait_frames(1)
         assert t.last_rx >= first and t.bytes_in > len(VERSION_REPLY)
         t.close()
+
+
+def test_a_send_into_a_peer_that_stopped_reading_times_out_and_closes() -> None:
+    release = threading.Event()
+
+    def script(conn: ServerConn) -> None:
+        conn.read_handshake()
+        conn.send(VERSION_REPLY)
+        release.wait(30)  # never reads again: the buffers fill up
+
+    rec = Recorder()
+    with ScriptedServer(script) as srv:
+        t = open_transport(srv.port, rec, send_timeout=0.2)
+        chunk = frame(10, "q" * 1_000_000)
+        with pytest.raises(IBConnectionError, match="send failed"):
+            for _ in range(500):  # far more than any loopback buffer holds
+                t.sendMsg(chunk)
+        assert rec.closed.wait(10)
+        release.set()
+    assert len(rec.closes) == 1 and "send failed" in rec.closes[0][1]
+
+
+def test_an_idle_connection_survives_the_socket_timeout() -> None:
+    go = threading.Event()
+
+    def script(conn: ServerConn) -> None:
+        conn.read_handshake()
+        conn.send(VERSION_REPLY)
+        go.wait(30)
+        conn.send(frame(49, 1, 9))
+        conn.drain()
+
+    rec = Recorder()
+    with ScriptedServer(script) as srv:
+        t = open_transport(srv.port, rec, send_timeout=0.05)
+        # Let the reader's recv time out a few times: wait for something that takes longer.
+        assert not rec.closed.wait(0.3)
+        go.set()
+        assert rec.wait_frames(1)
+        assert t.isConnected() and rec.closes == []
+        t.close()
