@@ -8,16 +8,20 @@ import os
 import random
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union, cast
 
+from ibapi.execution import ExecutionFilter
+
+from .bridge import HandshakeInfo
 from .circuit_breaker import BreakerRegistry, circuit
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Config, load_config
 from .connection_manager import IBConnectionManager, StateListener
-from .error_codes import ErrorCategory
-from .errors import IBConnectionError, IBRequestError
+from .error_codes import ErrorCategory, exception_for
+from .errors import IBConnectionError, IBRequestError, RequestTimeoutError
 from .operations import BracketResult, Operations, OrderIds, OrderResult, StrangleResult
 from .order_tracker import OrderState, OrderTracker
 from .router import Router
 from .state import ConnectionState
+from .subscriptions import MarketDataSubscription, SubscriptionManager, Tick
 
 log = logging.getLogger("ib_resilience.client")
 
@@ -74,8 +78,18 @@ class IBClient:
         self._manager = IBConnectionManager(self.config, sink=self._router, clock=clock, rng=rng)
         self._orders = OrderTracker()
         self._order_ids = OrderIds()
-        self._router.attach(self._manager, self._orders, self._order_ids)
-        self._manager.add_ready_hook(lambda info: self._order_ids.sync(info.next_valid_id))
+        bridge = self._manager.bridge
+        self._subs = SubscriptionManager(
+            self._manager.dispatcher,
+            send=lambda req_id, contract: bridge.reqMktData(req_id, contract, "", False, False, []),
+            cancel=bridge.cancelMktData,
+            next_req_id=self._manager.pending.next_id,
+            clock=clock,
+            staleness_timeout=self.config.subscriptions.staleness_timeout,
+        )
+        self._router.attach(self._manager, self._orders, self._order_ids, self._subs)
+        self._manager.add_ready_hook(self._on_session_ready)
+        self._manager.add_periodic(self._subs.check_staleness)
         self._ops = Operations(self._manager, self._orders, self._order_ids, self.config)
         self._breakers = BreakerRegistry(
             self.config.breakers,
@@ -90,6 +104,21 @@ class IBClient:
         clock = overrides.pop("clock", SYSTEM_CLOCK)
         rng = overrides.pop("rng", None)
         return cls(config=load_config(path, **overrides), clock=clock, rng=rng)
+
+    def _on_session_ready(self, info: HandshakeInfo) -> None:
+        """On the watchdog thread, before CONNECTED is announced: sync ids, re-adopt orders,
+        restore market data streams."""
+        self._order_ids.sync(info.next_valid_id)
+        bridge = self._manager.bridge
+        self._orders.begin_sync(info.generation, {"open", "completed", "executions"})
+        exec_req = self._manager.pending.next_id()
+        self._router.sync_exec_req_id = exec_req
+        bridge.reqOpenOrders()
+        bridge.reqCompletedOrders(True)
+        exec_filter = ExecutionFilter()
+        exec_filter.clientId = self._manager.client_id
+        bridge.reqExecutions(exec_req, exec_filter)
+        self._subs.restore_all(f"session {info.generation} ready")
 
     # ------------------------------------------------------------ connection
 
@@ -123,6 +152,8 @@ class IBClient:
         status.update(self._router.stats())
         status["next_order_id"] = self._order_ids.next
         status["circuit_breakers"] = self._breakers.stats()
+        status["subscriptions"] = self._subs.stats()
+        status["open_orders"] = len(self._orders.open_orders())
         status["pacer"] = self._manager.pacer.stats()
         return status
 
@@ -240,3 +271,50 @@ class IBClient:
     def order_status(self, order_id: int) -> Optional[OrderState]:
         """The last state the gateway reported for ``order_id`` (None if never seen)."""
         return self._orders.get(order_id)
+
+    def open_orders(self) -> List[OrderState]:
+        """Orders the gateway has acknowledged and that are not yet done; kept across reconnects
+        (they are re-adopted after every reconnect)."""
+        return self._orders.open_orders()
+
+    def add_order_listener(self, fn: Callable[[OrderState], None]) -> None:
+        """``fn(order_state)`` on every order update, on the dispatcher thread (never dropped)."""
+        dispatcher = self._manager.dispatcher
+        self._orders.add_listener(lambda state: dispatcher.submit(fn, state))
+
+    # ----------------------------------------------------------- market data
+
+    @with_connection_check
+    def subscribe_market_data(
+        self,
+        symbol: str,
+        on_tick: Callable[[Tick], None],
+        sec_type: str = "STK",
+        exchange: str = "SMART",
+        currency: str = "USD",
+        timeout: Optional[float] = None,
+    ) -> MarketDataSubscription:
+        """Stream ticks for ``symbol`` to ``on_tick`` (called on the dispatcher thread). The stream
+        is restored after every reconnect and after 1101; the handle's ``gaps`` tell when it was
+        blind. Returns once the gateway accepted the request."""
+        if not callable(on_tick):
+            raise ValueError(f"on_tick must be callable, got {on_tick!r}")
+        contract = Operations.contract_for(symbol, sec_type, exchange, currency)
+        deadline = self._timeout(timeout)
+        sub = self._subs.subscribe(contract, on_tick, connected=True)
+        if not sub._accepted.wait(deadline):
+            sub.cancel()
+            raise RequestTimeoutError(
+                f"subscribe_market_data({symbol}): no answer within {deadline:g} s",
+                operation="subscribe_market_data", timeout=deadline,
+            )
+        if sub.error is not None:
+            code, text = sub.error
+            exc = exception_for(code, text, sub.req_id or -1)
+            if exc.category is not ErrorCategory.INFO:
+                sub.cancel()
+                raise exc
+        return sub
+
+    def subscriptions(self) -> List[MarketDataSubscription]:
+        return self._subs.active()

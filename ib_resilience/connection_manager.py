@@ -14,10 +14,11 @@ Listeners hear every transition on the dispatcher thread, never on the reader.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .backoff_policy import ReconnectSchedule
 from .bridge import Bridge, HandshakeInfo
@@ -61,6 +62,8 @@ class IBConnectionManager:
         self._state_cond = threading.Condition()
         self._listeners: List[StateListener] = []
         self._ready_hooks: List[Callable[[HandshakeInfo], None]] = []
+        self._periodic: List[Callable[[], None]] = []
+        self._soon: Deque[Callable[[], None]] = collections.deque()
         self._lifecycle = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
@@ -93,6 +96,16 @@ class IBConnectionManager:
         """``fn(info)`` runs on the watchdog thread when a session is ready, before CONNECTED is
         announced (e.g. to sync order ids). It must not block."""
         self._ready_hooks.append(fn)
+
+    def add_periodic(self, fn: Callable[[], None]) -> None:
+        """``fn()`` runs on the watchdog thread at every wake while connected (cheap checks)."""
+        self._periodic.append(fn)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the watchdog thread while connected: for work that may wait on the
+        pacer and so must never run on the reader thread (e.g. resubscribing after 1101)."""
+        self._soon.append(fn)
+        self._wake.set()
 
     def remove_state_listener(self, fn: StateListener) -> None:
         try:
@@ -262,7 +275,10 @@ class IBConnectionManager:
         self._connected_at = self.clock.monotonic()
         self.pending.open_generation(info.generation)
         for fn in list(self._ready_hooks):
-            fn(info)
+            try:
+                fn(info)
+            except Exception:  # a failing hook must not cost the session
+                log.exception("ready hook %r failed", fn)
         self.stats.on_connected()
         self._transition(S.CONNECTED, f"session ready (client id {self.client_id}, generation {info.generation})")
 
@@ -299,6 +315,7 @@ class IBConnectionManager:
             if self._probe_requested:
                 self._probe_requested = False
                 next_heartbeat = now
+            self._run_tasks()
             if now >= next_heartbeat:
                 self._send_heartbeat()
                 if probe_at is None:
@@ -309,6 +326,19 @@ class IBConnectionManager:
                 wait = min(wait, probe_at + cfg.heartbeat_timeout - now)
             self._wake.wait(max(wait, 0.001))
             self._wake.clear()
+
+    def _run_tasks(self) -> None:
+        while self._soon:
+            task = self._soon.popleft()
+            try:
+                task()
+            except Exception:
+                log.exception("watchdog task %r failed", task)
+        for fn in list(self._periodic):
+            try:
+                fn()
+            except Exception:
+                log.exception("periodic check %r failed", fn)
 
     def _send_heartbeat(self) -> None:
         self._hb_sent_at = self.clock.monotonic()

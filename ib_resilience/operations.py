@@ -204,7 +204,7 @@ class Operations:
         self, symbol: str, sec_type: str = "STK", exchange: str = "SMART", currency: str = "USD",
         timeout: Optional[float] = None,
     ) -> float:
-        contract = self._contract(symbol, sec_type, exchange, currency)
+        contract = self.contract_for(symbol, sec_type, exchange, currency)
         deadline = _timeout(timeout, self._config.market_data.snapshot_timeout)
         try:
             ticks = self._snapshot(contract, deadline)
@@ -218,7 +218,7 @@ class Operations:
         return self._pick_price(symbol, ticks)
 
     @staticmethod
-    def _contract(symbol: str, sec_type: str, exchange: str, currency: str) -> Contract:
+    def contract_for(symbol: str, sec_type: str, exchange: str, currency: str) -> Contract:
         for name, value in (("symbol", symbol), ("sec_type", sec_type), ("exchange", exchange), ("currency", currency)):
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name} must be a non-empty string, got {value!r}")

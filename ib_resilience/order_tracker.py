@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 # Statuses after which an order can no longer fill or be cancelled.
 TERMINAL_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
@@ -59,6 +59,10 @@ class OrderTracker:
         self._orders: Dict[int, OrderState] = {}
         self._by_ref: Dict[str, int] = {}
         self._listeners: List[Callable[[OrderState], None]] = []
+        # Re-sync after a (re)connect: which end markers of which generation are still due.
+        self._sync_generation = 0
+        self._sync_due: Set[str] = set()
+        self.synced_generation = 0
 
     # ------------------------------------------------------------- updates
 
@@ -107,6 +111,34 @@ class OrderTracker:
             client_id=int(client_id),
         )
 
+    def on_completed_order(self, contract: Any, order: Any, order_state: Any) -> None:
+        """A completed order (filled or cancelled, maybe while we were away). Completed orders
+        may carry order id 0: find ours by id, else by ``orderRef``."""
+        order_id = int(order.orderId or 0)
+        with self._cond:
+            if order_id not in self._orders and order.orderRef in self._by_ref:
+                order_id = self._by_ref[order.orderRef]
+        if order_id <= 0:
+            return
+        self._update(
+            order_id, order_ref=order.orderRef or "", symbol=contract.symbol, sec_type=contract.secType,
+            action=order.action, quantity=float(order.totalQuantity), order_type=order.orderType,
+            status=order_state.status, perm_id=int(order.permId or 0),
+        )
+
+    def begin_sync(self, generation: int, due: Set[str]) -> None:
+        """A re-sync of generation ``generation`` was requested; ``due`` names its end markers."""
+        with self._cond:
+            self._sync_generation = generation
+            self._sync_due = set(due)
+
+    def sync_end(self, marker: str) -> None:
+        with self._cond:
+            self._sync_due.discard(marker)
+            if not self._sync_due and self._sync_generation > self.synced_generation:
+                self.synced_generation = self._sync_generation
+            self._cond.notify_all()
+
     def on_execution(self, order_id: int, exec_id: str) -> None:
         with self._cond:
             old = self._orders.get(order_id) or OrderState(order_id)
@@ -120,6 +152,10 @@ class OrderTracker:
             self._update(order_id, error_code=code, error_text=text)
 
     # --------------------------------------------------------------- reads
+
+    def open_orders(self) -> List[OrderState]:
+        with self._cond:
+            return [o for o in self._orders.values() if o.acknowledged and not o.done]
 
     def get(self, order_id: int) -> Optional[OrderState]:
         with self._cond:

@@ -1,7 +1,8 @@
-"""The bridge's sink: routes each decoded callback to a pending request or to connection state.
+"""The bridge's sink: routes each decoded callback to a pending request, the order book, a
+market data stream, or connection state.
 
 Every method here runs on the reader thread and must never block: it resolves a future,
-updates a counter, or hands work to the dispatcher.
+updates a record, or hands work to the dispatcher or the watchdog.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .connection_manager import IBConnectionManager
     from .operations import OrderIds
     from .order_tracker import OrderTracker
+    from .subscriptions import SubscriptionManager
 
 log = logging.getLogger("ib_resilience.router")
 
@@ -30,41 +32,44 @@ ErrorListener = Callable[[int, int, str, ErrorCategory], None]
 
 
 class Router:
-    """Callbacks in, futures and state out. No policy lives here."""
+    """Callbacks in, futures and state out. No policy lives here. Wire with :meth:`attach`
+    before the bridge opens a connection."""
+
+    manager: IBConnectionManager
+    tracker: OrderTracker
+    order_ids: OrderIds
+    subs: SubscriptionManager
 
     def __init__(self) -> None:
-        self.manager: Optional[IBConnectionManager] = None
-        self.tracker: Optional[OrderTracker] = None
-        self.order_ids: Optional[OrderIds] = None
         self.next_valid_id: Optional[int] = None
         self.accounts: List[str] = []
         self.error_listeners: List[ErrorListener] = []
+        self.sync_exec_req_id: Optional[int] = None  # the executions request of the last re-sync
 
-    def attach(self, manager: IBConnectionManager, tracker: OrderTracker, order_ids: OrderIds) -> None:
+    def attach(
+        self, manager: IBConnectionManager, tracker: OrderTracker, order_ids: OrderIds, subs: SubscriptionManager
+    ) -> None:
         self.manager = manager
         self.tracker = tracker
         self.order_ids = order_ids
+        self.subs = subs
 
     # ----------------------------------------------------------- connection
 
     def on_connection_closed(self, generation: int, reason: str) -> None:
-        if self.manager is not None:
-            self.manager.on_connection_closed(generation, reason)
-        if self.tracker is not None:
-            self.tracker.notify()  # order waiters re-check and see the connection is gone
+        self.manager.on_connection_closed(generation, reason)
+        self.subs.on_session_lost()
+        self.tracker.notify()  # order waiters re-check and see the connection is gone
 
     def nextValidId(self, orderId: int) -> None:  # noqa: N802 - EWrapper names
         self.next_valid_id = orderId
-        if self.order_ids is not None:
-            self.order_ids.sync(orderId)
+        self.order_ids.sync(orderId)
 
     def managedAccounts(self, accountsList: str) -> None:  # noqa: N802
         self.accounts = [a for a in accountsList.split(",") if a]
 
     def currentTime(self, time: int) -> None:  # noqa: N802
         manager = self.manager
-        if manager is None:
-            return
         manager.on_current_time()
         pending = manager.pending.oldest_of_kind("current_time")
         if pending is not None:
@@ -73,20 +78,24 @@ class Router:
     def error(self, req_id: int, code: int, text: str, advanced_json: str = "") -> None:
         category = classify(code, text)
         manager = self.manager
-        if manager is not None:
-            manager.stats.on_error(code, category.name, text)
-            if code in UPSTREAM_CODES:
-                manager.on_upstream(False)
-            elif code in (RESTORED_DATA_LOST, RESTORED_DATA_KEPT):
-                manager.on_upstream(True)
+        manager.stats.on_error(code, category.name, text)
         level = logging.INFO if category is ErrorCategory.INFO else logging.WARNING
         log.log(level, "gateway %s %d (req %d): %s", category.name, code, req_id, text)
-        if manager is not None and req_id >= 0 and category is not ErrorCategory.INFO:
-            pending = manager.pending.get(req_id)
-            if pending is not None:
+        if code in UPSTREAM_CODES:
+            manager.on_upstream(False)
+            self.subs.on_upstream_lost()
+        elif code == RESTORED_DATA_LOST:
+            manager.on_upstream(True)
+            manager.call_soon(lambda: self.subs.restore_all("1101: connectivity restored, data lost"))
+        elif code == RESTORED_DATA_KEPT:
+            manager.on_upstream(True)
+        if req_id >= 0:
+            if self.subs.on_error(req_id, code, text):
+                pass
+            elif category is not ErrorCategory.INFO and manager.pending.get(req_id) is not None:
                 manager.pending.fail(req_id, exception_for(code, text, req_id))
-        if self.tracker is not None and 0 < req_id < REQUEST_ID_BASE:
-            self.tracker.on_error(req_id, code, text)
+            elif 0 < req_id < REQUEST_ID_BASE:
+                self.tracker.on_error(req_id, code, text)
         for listener in list(self.error_listeners):
             try:
                 listener(req_id, code, text, category)
@@ -96,19 +105,13 @@ class Router:
     # ------------------------------------------------------- request replies
 
     def _rows(self, req_id: int) -> Optional[List[Any]]:
-        manager = self.manager
-        if manager is None:
-            return None
-        pending = manager.pending.get(req_id)
+        pending = self.manager.pending.get(req_id)
         return pending.rows if pending is not None else None
 
     def _finish(self, req_id: int) -> None:
-        manager = self.manager
-        if manager is None:
-            return
-        pending = manager.pending.get(req_id)
+        pending = self.manager.pending.get(req_id)
         if pending is not None:
-            manager.pending.resolve(req_id, list(pending.rows))
+            self.manager.pending.resolve(req_id, list(pending.rows))
 
     def contractDetails(self, reqId: int, contractDetails: Any) -> None:  # noqa: N802
         rows = self._rows(reqId)
@@ -118,60 +121,72 @@ class Router:
     def contractDetailsEnd(self, reqId: int) -> None:  # noqa: N802
         self._finish(reqId)
 
+    # ----------------------------------------------------------- market data
+
     def tickPrice(self, reqId: int, tickType: int, price: float, attrib: Any) -> None:  # noqa: N802
-        manager = self.manager
-        if manager is None:
+        subs = self.subs
+        if subs.owns(reqId):
+            subs.on_tick(reqId, tickType, price)
             return
-        pending = manager.pending.get(reqId)
+        pending = self.manager.pending.get(reqId)
         if pending is not None:
             pending.data[tickType] = price
 
+    def tickSize(self, reqId: int, tickType: int, size: Any) -> None:  # noqa: N802
+        if self.subs.owns(reqId):
+            self.subs.on_tick(reqId, tickType, size)
+
+    def tickReqParams(self, tickerId: int, minTick: float, bboExchange: str, snapshotPermissions: int) -> None:  # noqa: N802
+        self.subs.on_accepted(tickerId)
+
+    def marketDataType(self, reqId: int, marketDataType: int) -> None:  # noqa: N802
+        self.subs.on_accepted(reqId)
+
     def tickSnapshotEnd(self, reqId: int) -> None:  # noqa: N802
-        manager = self.manager
-        if manager is None:
-            return
-        pending = manager.pending.get(reqId)
+        pending = self.manager.pending.get(reqId)
         if pending is not None:
-            manager.pending.resolve(reqId, dict(pending.data))
+            self.manager.pending.resolve(reqId, dict(pending.data))
 
     # ---------------------------------------------------------------- orders
 
     def openOrder(self, orderId: int, contract: Any, order: Any, orderState: Any) -> None:  # noqa: N802
-        if self.tracker is not None:
-            self.tracker.on_open_order(orderId, contract, order, orderState)
+        self.tracker.on_open_order(orderId, contract, order, orderState)
+
+    def openOrderEnd(self) -> None:  # noqa: N802
+        self.tracker.sync_end("open")
+
+    def completedOrder(self, contract: Any, order: Any, orderState: Any) -> None:  # noqa: N802
+        self.tracker.on_completed_order(contract, order, orderState)
+
+    def completedOrdersEnd(self) -> None:  # noqa: N802
+        self.tracker.sync_end("completed")
 
     def orderStatus(  # noqa: N802
         self, orderId: int, status: str, filled: Any, remaining: Any, avgFillPrice: float, permId: int,
         parentId: int, lastFillPrice: float, clientId: int, whyHeld: str, mktCapPrice: float = 0.0,
     ) -> None:
-        if self.tracker is not None:
-            self.tracker.on_order_status(orderId, status, filled, remaining, avgFillPrice, permId, parentId, clientId)
+        self.tracker.on_order_status(orderId, status, filled, remaining, avgFillPrice, permId, parentId, clientId)
 
     def execDetails(self, reqId: int, contract: Any, execution: Any) -> None:  # noqa: N802
-        if self.tracker is not None:
-            self.tracker.on_execution(execution.orderId, execution.execId)
+        self.tracker.on_execution(execution.orderId, execution.execId)
         rows = self._rows(reqId)
         if rows is not None:
             rows.append((contract, execution))
 
     def execDetailsEnd(self, reqId: int) -> None:  # noqa: N802
+        if reqId == self.sync_exec_req_id:
+            self.tracker.sync_end("executions")
         self._finish(reqId)
 
     def position(self, account: str, contract: Any, position: Any, avgCost: float) -> None:  # noqa: N802
-        manager = self.manager
-        if manager is None:
-            return
-        pending = manager.pending.oldest_of_kind("positions")
+        pending = self.manager.pending.oldest_of_kind("positions")
         if pending is not None:
             pending.rows.append((account, contract, float(position), float(avgCost)))
 
     def positionEnd(self) -> None:  # noqa: N802
-        manager = self.manager
-        if manager is None:
-            return
-        pending = manager.pending.oldest_of_kind("positions")
+        pending = self.manager.pending.oldest_of_kind("positions")
         if pending is not None:
-            manager.pending.resolve(pending.key, list(pending.rows))
+            self.manager.pending.resolve(pending.key, list(pending.rows))
 
     def stats(self) -> Dict[str, Any]:
         return {"next_valid_id": self.next_valid_id, "accounts": list(self.accounts)}

@@ -1,0 +1,280 @@
+"""Streaming market data subscriptions that survive reconnects, 1101 and silent streams.
+
+A :class:`MarketDataSubscription` is the user's handle. Its stream is re-requested (with a new
+request id) after every reconnect and after 1101 (data lost; not after 1102, data kept), and
+when it went silent for ``subscriptions.staleness_timeout`` while other streams kept ticking.
+Every blind period is recorded in ``gaps`` as ``(start, end)`` wall times, so a user knows
+exactly when they could not see the market.
+
+Ticks reach ``on_tick`` on the dispatcher thread, never on the reader. Policy when the callback
+is slower than the market: updates of one subscription and tick type are coalesced (the newest
+value wins while the older one is still queued); nothing else is dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ibapi.contract import Contract
+
+from .clock import SYSTEM_CLOCK, Clock
+from .dispatcher import Dispatcher
+
+log = logging.getLogger("ib_resilience.subscriptions")
+
+TICK_NAMES = {
+    0: "bid_size", 1: "bid", 2: "ask", 3: "ask_size", 4: "last", 5: "last_size", 6: "high", 7: "low",
+    8: "volume", 9: "close", 14: "open", 66: "bid", 67: "ask", 68: "last", 69: "bid_size", 70: "ask_size",
+    71: "last_size", 72: "high", 73: "low", 74: "volume", 75: "close", 76: "open",
+}
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One market data update."""
+
+    symbol: str
+    tick_type: int
+    field: str
+    value: float
+    time: float  # wall clock, seconds since the epoch
+
+
+Sender = Callable[[int, Contract], None]  # (req_id, contract): send reqMktData
+Canceller = Callable[[int], None]  # req_id: send cancelMktData
+
+
+class MarketDataSubscription:
+    """A live stream of ticks for one contract. ``cancel()`` ends it."""
+
+    def __init__(self, owner: SubscriptionManager, sub_id: int, contract: Contract, on_tick: Callable[[Tick], None]):
+        self._owner = owner
+        self.id = sub_id
+        self.contract = contract
+        self.symbol: str = contract.symbol
+        self.on_tick = on_tick
+        self.req_id: Optional[int] = None
+        self.active = True
+        self.last_tick_at: Optional[float] = None  # wall time of the newest tick
+        self.last_tick_mono: Optional[float] = None
+        self.requested_at_mono: Optional[float] = None
+        self.ticks = 0
+        self.restores = 0
+        self.error: Optional[Tuple[int, str]] = None  # the last error the gateway sent for the stream
+        self._accepted = threading.Event()  # first reply (or error) to the initial request
+        self._gaps: List[Tuple[float, Optional[float]]] = []
+
+    @property
+    def gaps(self) -> List[Tuple[float, Optional[float]]]:
+        """Blind periods as (start, end) wall times; ``end`` is None while still blind."""
+        with self._owner._lock:
+            return list(self._gaps)
+
+    @property
+    def blind(self) -> bool:
+        with self._owner._lock:
+            return bool(self._gaps) and self._gaps[-1][1] is None
+
+    def cancel(self) -> None:
+        """Stop the stream (sends cancelMktData when connected). Idempotent."""
+        self._owner.cancel(self)
+
+    def __repr__(self) -> str:
+        return f"<MarketDataSubscription {self.symbol} req={self.req_id} active={self.active} ticks={self.ticks}>"
+
+
+class SubscriptionManager:
+    """All subscriptions of one client. Reader-thread entry points never block."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        send: Sender,
+        cancel: Canceller,
+        next_req_id: Callable[[], int],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        staleness_timeout: Optional[float] = 60.0,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._send = send
+        self._cancel = cancel
+        self._next_req_id = next_req_id
+        self._clock = clock
+        self._staleness = staleness_timeout
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._subs: Dict[int, MarketDataSubscription] = {}
+        self._by_req: Dict[int, MarketDataSubscription] = {}
+        self.restored_total = 0
+        self.stale_rerequests = 0
+
+    # ------------------------------------------------------------ user side
+
+    def subscribe(self, contract: Contract, on_tick: Callable[[Tick], None], connected: bool) -> MarketDataSubscription:
+        with self._lock:
+            sub = MarketDataSubscription(self, next(self._ids), contract, on_tick)
+            self._subs[sub.id] = sub
+        if connected:
+            self._request(sub)
+        else:
+            self._open_gap(sub)
+        return sub
+
+    def cancel(self, sub: MarketDataSubscription) -> None:
+        with self._lock:
+            if not sub.active:
+                return
+            sub.active = False
+            self._subs.pop(sub.id, None)
+            req_id = sub.req_id
+            if req_id is not None:
+                self._by_req.pop(req_id, None)
+            sub.req_id = None
+        if req_id is not None:
+            try:
+                self._cancel(req_id)
+            except Exception as exc:  # the gateway forgets it with the connection anyway
+                log.info("cancelMktData(%d) not sent: %s", req_id, exc)
+
+    def active(self) -> List[MarketDataSubscription]:
+        with self._lock:
+            return list(self._subs.values())
+
+    # ---------------------------------------------------------- lifecycle
+
+    def _request(self, sub: MarketDataSubscription) -> None:
+        req_id = self._next_req_id()
+        with self._lock:
+            if not sub.active:
+                return
+            if sub.req_id is not None:
+                self._by_req.pop(sub.req_id, None)
+            sub.req_id = req_id
+            sub.requested_at_mono = self._clock.monotonic()
+            self._by_req[req_id] = sub
+        self._send(req_id, sub.contract)
+
+    def _open_gap(self, sub: MarketDataSubscription) -> None:
+        now = self._clock.time()
+        with self._lock:
+            if not sub._gaps or sub._gaps[-1][1] is not None:
+                sub._gaps.append((now, None))
+
+    def on_session_lost(self) -> None:
+        """The connection ended: every stream is blind until restored."""
+        with self._lock:
+            subs = list(self._subs.values())
+            self._by_req.clear()
+            for sub in subs:
+                sub.req_id = None
+        for sub in subs:
+            self._open_gap(sub)
+
+    def restore_all(self, reason: str) -> int:
+        """Re-request every active stream (after a reconnect, or 1101)."""
+        subs = self.active()
+        for sub in subs:
+            self._open_gap(sub)
+            old = sub.req_id
+            if old is not None:
+                try:
+                    self._cancel(old)
+                except Exception as exc:
+                    log.info("cancelMktData(%d) not sent: %s", old, exc)
+            sub.restores += 1
+            self._request(sub)
+        if subs:
+            self.restored_total += len(subs)
+            log.info("restored %d market data subscription(s): %s", len(subs), reason)
+        return len(subs)
+
+    def on_upstream_lost(self) -> None:
+        for sub in self.active():
+            self._open_gap(sub)
+
+    def check_staleness(self) -> int:
+        """Re-request streams silent for ``staleness_timeout`` while another stream ticked."""
+        if self._staleness is None:
+            return 0
+        now = self._clock.monotonic()
+        subs = self.active()
+        freshest = max((s.last_tick_mono or 0.0 for s in subs), default=0.0)
+        if now - freshest >= self._staleness:
+            return 0  # everything is quiet: a closed market, not a dead stream
+        stale = [
+            s for s in subs
+            if s.req_id is not None and now - max(s.last_tick_mono or 0.0, s.requested_at_mono or 0.0) >= self._staleness
+        ]
+        for sub in stale:
+            log.warning("market data for %s silent for %.1f s while others tick; re-requesting", sub.symbol,
+                        now - (sub.last_tick_mono or sub.requested_at_mono or now))
+            self._open_gap(sub)
+            old = sub.req_id
+            if old is not None:
+                try:
+                    self._cancel(old)
+                except Exception as exc:
+                    log.info("cancelMktData(%d) not sent: %s", old, exc)
+            self._request(sub)
+        self.stale_rerequests += len(stale)
+        return len(stale)
+
+    # -------------------------------------------------------- reader side
+
+    def owns(self, req_id: int) -> bool:
+        return req_id in self._by_req
+
+    def on_accepted(self, req_id: int) -> None:
+        """Any reply for the stream (tick parameters, data type, a tick) means it was accepted."""
+        sub = self._by_req.get(req_id)
+        if sub is not None and not sub._accepted.is_set():
+            sub._accepted.set()
+
+    def on_error(self, req_id: int, code: int, text: str) -> bool:
+        """An error for one of our streams; True if it was ours."""
+        sub = self._by_req.get(req_id)
+        if sub is None:
+            return False
+        sub.error = (code, text)
+        if not sub._accepted.is_set():
+            sub._accepted.set()  # the subscriber's wait ends with this error
+        else:
+            log.warning("market data for %s: gateway error %d: %s", sub.symbol, code, text)
+            self._open_gap(sub)
+        return True
+
+    def on_tick(self, req_id: int, tick_type: int, value: Any) -> None:
+        sub = self._by_req.get(req_id)
+        if sub is None:
+            return
+        if not sub._accepted.is_set():
+            sub._accepted.set()
+        wall = self._clock.time()
+        sub.last_tick_mono = self._clock.monotonic()
+        sub.last_tick_at = wall
+        sub.ticks += 1
+        if sub._gaps and sub._gaps[-1][1] is None:
+            with self._lock:
+                if sub._gaps and sub._gaps[-1][1] is None:
+                    sub._gaps[-1] = (sub._gaps[-1][0], wall)
+        tick = Tick(sub.symbol, tick_type, TICK_NAMES.get(tick_type, str(tick_type)), float(value), wall)
+        self._dispatcher.submit_latest((sub.id, tick_type), _deliver, sub, tick)
+
+    def stats(self) -> Dict[str, Any]:
+        subs = self.active()
+        return {
+            "active": len(subs),
+            "blind": sum(1 for s in subs if s.blind),
+            "restored_total": self.restored_total,
+            "stale_rerequests": self.stale_rerequests,
+        }
+
+
+def _deliver(sub: MarketDataSubscription, tick: Tick) -> None:
+    if sub.active:
+        sub.on_tick(tick)
