@@ -32,6 +32,14 @@ _EXPORTS = {
     "RateLimitError": "errors",
     "ReadOnlyError": "errors",
     "RequestTimeoutError": "errors",
+    "OrderCancelError": "submission",
+    "OrderResult": "operations",
+    "BracketResult": "operations",
+    "StrangleResult": "operations",
+    "OrderState": "order_tracker",
+    "MarketDataSubscription": "subscriptions",
+    "Tick": "subscriptions",
+    "FakeGateway": "sim",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -69,4 +77,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ReadOnlyError,
         RequestTimeoutError,
     )
+    from .operations import BracketResult, OrderResult, StrangleResult  # noqa: F401
+    from .order_tracker import OrderState  # noqa: F401
+    from .sim import FakeGateway  # noqa: F401
     from .state import ConnectionState  # noqa: F401
+    from .submission import OrderCancelError  # noqa: F401
+    from .subscriptions import MarketDataSubscription, Tick  # noqa: F401

@@ -147,8 +147,12 @@ class Breaker:
         *,
         on_connection_failure: Optional[FailureCallback] = None,
         on_rate_limit: Optional[FailureCallback] = None,
+        expected_disconnects: Optional[Callable[[], bool]] = None,
     ) -> None:
         self.name = name
+        # True while disconnects are expected (a maintenance window): CONNECTION failures
+        # then neither count nor trip the breaker.
+        self._expected_disconnects = expected_disconnects
         self.settings = settings
         self._clock = clock
         self._on_connection_failure = on_connection_failure
@@ -251,6 +255,8 @@ class Breaker:
         """
         category = categorize(exc)
         counted = category is not None and counts_as_failure(category)
+        if counted and category is ErrorCategory.CONNECTION and self._expected_disconnects is not None:
+            counted = not self._expected_disconnects()
         with self._lock:
             self._failures[_stat_key(exc, category)] += 1
             current = self._settles_trial(ticket)
@@ -347,6 +353,7 @@ class BreakerRegistry:
         clock: Clock = SYSTEM_CLOCK,
         on_connection_failure: Optional[FailureCallback] = None,
         on_rate_limit: Optional[FailureCallback] = None,
+        expected_disconnects: Optional[Callable[[], bool]] = None,
     ) -> None:
         self._breakers: Dict[str, Breaker] = {
             name: Breaker(
@@ -355,6 +362,7 @@ class BreakerRegistry:
                 clock,
                 on_connection_failure=on_connection_failure,
                 on_rate_limit=on_rate_limit,
+                expected_disconnects=expected_disconnects,
             )
             for name, s in settings.items()
         }

@@ -36,7 +36,10 @@ def with_connection_check(method: F) -> F:
     @functools.wraps(method)
     def wrapper(self: IBClient, *args: Any, **kwargs: Any) -> Any:
         manager = self._manager
-        if not manager.is_connected():
+        holds = getattr(method, "_holds_in_maintenance", False)
+        if not manager.is_connected() and not (
+            holds and manager.config.maintenance.hold_orders and manager.in_maintenance()
+        ):
             raise IBConnectionError(
                 f"{method.__name__}: not connected (state {manager.state.name})",
                 host=manager.config.host,
@@ -53,6 +56,13 @@ def with_connection_check(method: F) -> F:
             raise
 
     return cast(F, wrapper)
+
+
+def holds_in_maintenance(method: F) -> F:
+    """Mark an order method that, inside a maintenance window with ``maintenance.hold_orders``,
+    waits for the session (to its deadline) instead of failing at once."""
+    method._holds_in_maintenance = True  # type: ignore[attr-defined]
+    return method
 
 
 class IBClient:
@@ -90,12 +100,13 @@ class IBClient:
         self._router.attach(self._manager, self._orders, self._order_ids, self._subs)
         self._manager.add_ready_hook(self._on_session_ready)
         self._manager.add_periodic(self._subs.check_staleness)
-        self._ops = Operations(self._manager, self._orders, self._order_ids, self.config)
+        self._ops = Operations(self._manager, self._orders, self._order_ids, self.config, clock)
         self._breakers = BreakerRegistry(
             self.config.breakers,
             clock,
             on_connection_failure=lambda name, exc: self._manager.probe(f"{name} failed: {exc}"),
             on_rate_limit=lambda name, exc: self._manager.pacer.slow_down(),
+            expected_disconnects=self._manager.in_maintenance,
         )
 
     @classmethod
@@ -204,6 +215,7 @@ class IBClient:
 
     @with_connection_check
     @circuit("place_bracket_order")
+    @holds_in_maintenance
     def place_bracket_order(
         self,
         symbol: str,
@@ -227,6 +239,7 @@ class IBClient:
 
     @with_connection_check
     @circuit("place_strangle")
+    @holds_in_maintenance
     def place_strangle(
         self,
         symbol: str,
@@ -251,6 +264,7 @@ class IBClient:
 
     @with_connection_check
     @circuit("cancel_order")
+    @holds_in_maintenance
     def cancel_order(self, order_id: int, timeout: Optional[float] = None) -> OrderResult:
         """Cancel and return once the gateway reports it cancelled. An order that filled or does
         not exist raises OrderCancelError saying which."""
@@ -258,6 +272,7 @@ class IBClient:
 
     @with_connection_check
     @circuit("close_position_at_market")
+    @holds_in_maintenance
     def close_position_at_market(self, symbol: str, timeout: Optional[float] = None) -> Optional[OrderResult]:
         """Send a market order for the opposite side and size of the stock position in
         ``symbol``; None, with nothing sent, when there is no position."""

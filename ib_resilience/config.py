@@ -151,6 +151,7 @@ class MaintenanceSettings:
 
     enabled: bool = _f(False)
     windows: Tuple[MaintenanceWindow, ...] = _f((MaintenanceWindow(),))
+    hold_orders: bool = _f(False)  # inside a window, order methods wait for the session (to their deadline)
 
     def active_window(self, epoch_seconds: float) -> Optional[MaintenanceWindow]:
         """The window containing ``epoch_seconds``, if enabled and any does."""

@@ -79,6 +79,7 @@ class IBConnectionManager:
         self.session: Optional[HandshakeInfo] = None
         self.client_id = config.client_id
         self._connected_at: Optional[float] = None
+        self._counted_failures = 0
 
     # ------------------------------------------------------------------ state
 
@@ -149,6 +150,7 @@ class IBConnectionManager:
                 self._join_watchdog()
                 self._stop.clear()
                 self._schedule.reset()
+                self._counted_failures = 0
                 self.dispatcher.start()
                 self._transition(S.CONNECTING, "connect() called")
                 self._thread = threading.Thread(target=self._run, name="ib-watchdog", daemon=True)
@@ -208,7 +210,27 @@ class IBConnectionManager:
             self.stats.on_latency(self.clock.monotonic() - sent)
 
     def on_upstream(self, ok: bool) -> None:
-        self.upstream_ok = ok
+        with self._state_cond:
+            self.upstream_ok = ok
+            self._state_cond.notify_all()
+
+    def wait_for_upstream(self, timeout: float) -> bool:
+        """Block until gateway↔IB connectivity is back (1101/1102), or ``timeout``."""
+        with self._state_cond:
+            return self._state_cond.wait_for(lambda: self.upstream_ok, timeout)
+
+    def wait_for_session_after(self, generation: int, timeout: float) -> Optional[int]:
+        """Block until a session newer than ``generation`` is CONNECTED; its generation, or None."""
+
+        def newer() -> bool:
+            session = self.session
+            return self._state is S.CONNECTED and session is not None and session.generation > generation
+
+        with self._state_cond:
+            if self._state_cond.wait_for(newer, timeout):
+                assert self.session is not None
+                return self.session.generation
+        return None
 
     # --------------------------------------------------------------- watchdog
 
@@ -257,19 +279,32 @@ class IBConnectionManager:
                 return
 
     def _failed_attempt(self, exc: BaseException) -> Optional[float]:
-        """Count a failed attempt; return the delay before the next, or None once we gave up."""
+        """Count a failed attempt; return the delay before the next, or None once we gave up.
+
+        Inside a maintenance window disconnects are expected: attempts there still back off but
+        never count towards ``max_reconnect_attempts``."""
         self.stats.on_failed_attempt(str(exc))
         delay = self._schedule.next_delay()
+        expected = self.in_maintenance()
+        if not expected:
+            self._counted_failures += 1
         limit = self.config.max_reconnect_attempts
-        log.warning("connection attempt %d failed: %s", self._schedule.failures, exc)
-        if limit and self._schedule.failures >= limit:
-            self._transition(S.ERROR, f"gave up after {self._schedule.failures} attempts: {exc}")
+        log.warning(
+            "connection attempt %d failed%s: %s", self._schedule.failures,
+            " (maintenance window: not counted)" if expected else "", exc,
+        )
+        if limit and self._counted_failures >= limit:
+            self._transition(S.ERROR, f"gave up after {self._counted_failures} attempts: {exc}")
             return None
         return delay
 
+    def in_maintenance(self) -> bool:
+        """True inside a configured maintenance window (disconnects are expected there)."""
+        return self.config.maintenance.active_window(self.clock.time()) is not None
+
     def _on_ready(self, info: HandshakeInfo) -> None:
         self.session = info
-        self.upstream_ok = True
+        self.on_upstream(True)
         self._hb_sent_at = None
         self._probe_requested = False
         self._connected_at = self.clock.monotonic()
@@ -290,6 +325,7 @@ class IBConnectionManager:
         connected_at = self._connected_at
         if connected_at is not None and self.clock.monotonic() - connected_at >= self.config.stable_after:
             self._schedule.reset()  # a stable session earns a fresh backoff
+            self._counted_failures = 0
 
     def _watch(self) -> None:
         """Keep one ready session alive until it dies or we are stopped."""

@@ -11,22 +11,22 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ibapi.contract import Contract
 
 from . import orders as builders
+from .clock import Clock
 from .config import Config
 from .connection_manager import IBConnectionManager
-from .error_codes import ORDER_REJECTION_CODES, ErrorCategory, cancel_reject_state, classify
 from .errors import (
     IBConnectionError,
     IBRequestError,
-    OrderRejectedError,
     ReadOnlyError,
     RequestTimeoutError,
 )
 from .order_tracker import OrderState, OrderTracker
+from .submission import Leg, Submitter
 
 log = logging.getLogger("ib_resilience.operations")
 
@@ -34,8 +34,6 @@ log = logging.getLogger("ib_resilience.operations")
 BID, ASK, LAST, CLOSE = 1, 2, 4, 9
 DELAYED_BID, DELAYED_ASK, DELAYED_LAST, DELAYED_CLOSE = 66, 67, 68, 75
 NOT_SUBSCRIBED_CODES = frozenset({354, 10089, 10090, 10167, 10168})
-CANCEL_NOT_FOUND_CODES = frozenset({10147, 135})
-CANCEL_REFUSED_CODES = frozenset({10148, 161})
 
 
 @dataclass(frozen=True)
@@ -76,14 +74,6 @@ class StrangleResult:
     @property
     def order_ids(self) -> Tuple[int, ...]:
         return tuple(o.order_id for o in self.orders)
-
-
-class OrderCancelError(IBRequestError):
-    """A cancel was refused: the order is unknown, or already done (``state`` says which)."""
-
-    def __init__(self, code: int, text: str, order_id: int, state: Optional[str]) -> None:
-        super().__init__(code, text, order_id, classify(code, text))
-        self.state = state
 
 
 class OrderIds:
@@ -128,11 +118,15 @@ def _timeout(value: Optional[float], default: float) -> float:
 class Operations:
     """The trading operations over one connection manager. IBClient exposes them."""
 
-    def __init__(self, manager: IBConnectionManager, tracker: OrderTracker, order_ids: OrderIds, config: Config) -> None:
+    def __init__(
+        self, manager: IBConnectionManager, tracker: OrderTracker, order_ids: OrderIds, config: Config, clock: Clock
+    ) -> None:
         self._manager = manager
         self._tracker = tracker
         self._ids = order_ids
         self._config = config
+        self._clock = clock
+        self._submitter = Submitter(manager, tracker, order_ids.take, config, clock)
         self._positions_lock = threading.Lock()
         self._delayed = False  # market data type switched to delayed-if-not-live on this session
 
@@ -150,46 +144,6 @@ class Operations:
             self._manager.pending.discard(pending)
             raise
         return self._manager.pending.wait(pending, timeout, operation)
-
-    def _generation(self) -> int:
-        session = self._manager.session
-        if session is None:
-            raise IBConnectionError("not connected")
-        return session.generation
-
-    def _connection_lost(self, generation: int) -> bool:
-        return self._manager.closed_generation() >= generation
-
-    def _place(self, order_id: int, contract: Contract, order: Any) -> None:
-        self._tracker.expect(
-            order_id, order.orderRef, contract.symbol, order.action, float(order.totalQuantity), order.orderType
-        )
-        self._manager.bridge.placeOrder(order_id, contract, order)
-
-    def _await_acks(self, order_ids: Iterable[int], generation: int, timeout: float, operation: str) -> List[OrderState]:
-        """Wait until the gateway acknowledged every order, rejected one, or the link dropped."""
-        ids = list(order_ids)
-        tracker = self._tracker
-
-        def settled() -> bool:
-            states = [tracker.get(i) for i in ids]
-            if any(s is not None and s.error_code in ORDER_REJECTION_CODES for s in states):
-                return True
-            if self._connection_lost(generation):
-                return True
-            return all(s is not None and s.acknowledged for s in states)
-
-        if not tracker.wait_until(settled, timeout):
-            raise RequestTimeoutError(
-                f"{operation}: orders {ids} not acknowledged within {timeout:g} s", operation=operation, timeout=timeout
-            )
-        states = [tracker.get(i) for i in ids]
-        for s in states:
-            if s is not None and s.error_code in ORDER_REJECTION_CODES and not s.acknowledged:
-                raise OrderRejectedError(s.error_code, s.error_text, s.order_id, ErrorCategory.PERMANENT)
-        if not all(s is not None and s.acknowledged for s in states):
-            raise IBConnectionError(f"{operation}: connection lost before orders {ids} were acknowledged")
-        return [s for s in states if s is not None]
 
     @staticmethod
     def _result(state: OrderState) -> OrderResult:
@@ -280,15 +234,15 @@ class Operations:
                                parent_id=1, order_ref=order_ref, tif=tif)
         prices = [p for p in (entry_price, take_profit_price, stop_loss_price) if p is not None]
         builders.check_limits(quantity, max(prices), self._config.safety)
-        generation = self._generation()
+        start = self._clock.monotonic()
+        self._submitter.wait_until_sendable("place_bracket_order", start + deadline)
         parent_id = self._ids.take(3)
         legs = builders.build_bracket(action, quantity, entry_price, take_profit_price, stop_loss_price,
                                       parent_id=parent_id, order_ref=order_ref, tif=tif)
-        for order in legs:
-            self._place(order.orderId, contract, order)
-        states = self._await_acks([o.orderId for o in legs], generation, deadline, "place_bracket_order")
+        group = [Leg(contract, legs[0], is_parent=True), Leg(contract, legs[1]), Leg(contract, legs[2])]
+        states = self._submitter.submit(group, "place_bracket_order", start + deadline)
         parent, take_profit, stop_loss = (self._result(s) for s in states)
-        log.info("bracket %s placed: ids %s", order_ref, [o.orderId for o in legs])
+        log.info("bracket %s placed: ids %s", order_ref, [s.order_id for s in states])
         return BracketResult(parent, take_profit, stop_loss, order_ref)
 
     def place_strangle(
@@ -307,29 +261,29 @@ class Operations:
         order_ref = builders.new_order_ref()
         # The notional of a strangle is its underlying exposure: the higher strike × 100 × quantity.
         builders.check_limits(quantity, max(call.strike, put.strike), self._config.safety, multiplier=100)
+        start = self._clock.monotonic()
         call_id = self._qualify(call, deadline)
         put_id = self._qualify(put, deadline)
-        generation = self._generation()
+        self._submitter.wait_until_sendable("place_strangle", start + deadline)
         if self._config.orders.strangle_as_combo:
             combo, order = builders.build_strangle(
                 symbol, call_id, put_id, action, quantity, limit_price, order_ref=order_ref, exchange=exchange,
                 currency=currency, tif=tif,
             )
-            order_id = self._ids.take(1)
-            order.orderId = order_id
-            self._place(order_id, combo, order)
-            ids = [order_id]
+            order.orderId = self._ids.take(1)
+            group = [Leg(combo, order)]
         else:
             first = self._ids.take(2)
-            ids = [first, first + 1]
-            for oid, contract, suffix in ((first, call, "-c"), (first + 1, put, "-p")):
-                contract.conId = call_id if suffix == "-c" else put_id
-                leg = (builders.build_limit_order(action, quantity, limit_price, order_ref + suffix, tif)
-                       if limit_price is not None else builders.build_market_order(action, quantity,
-                                                                                   order_ref + suffix, tif))
-                leg.orderId = oid
-                self._place(oid, contract, leg)
-        states = self._await_acks(ids, generation, deadline, "place_strangle")
+            group = []
+            for offset, (contract, con_id, suffix) in enumerate(((call, call_id, "-c"), (put, put_id, "-p"))):
+                contract.conId = con_id
+                if limit_price is None:
+                    leg = builders.build_market_order(action, quantity, order_ref + suffix, tif)
+                else:
+                    leg = builders.build_limit_order(action, quantity, limit_price, order_ref + suffix, tif)
+                leg.orderId = first + offset
+                group.append(Leg(contract, leg))
+        states = self._submitter.submit(group, "place_strangle", start + deadline)
         return StrangleResult(tuple(self._result(s) for s in states), order_ref, call_id, put_id)
 
     def _qualify(self, contract: Contract, timeout: float) -> int:
@@ -346,45 +300,8 @@ class Operations:
         if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id <= 0:
             raise ValueError(f"order_id must be a positive integer, got {order_id!r}")
         deadline = _timeout(timeout, self._config.request_timeout)
-        known = self._tracker.get(order_id)
-        if known is not None and known.status == "Filled":
-            raise OrderCancelError(10148, f"order {order_id} already filled; nothing was sent", order_id, "Filled")
-        if known is not None and known.status in ("Cancelled", "ApiCancelled"):
-            return self._result(known)
-        generation = self._generation()
-        baseline_error = known.error_code if known is not None else None
-        self._tracker.on_error(order_id, 0, "")  # forget an older error so only this cancel's answer counts
-        self._manager.bridge.cancel_order(order_id)
-        tracker = self._tracker
-
-        def answered() -> bool:
-            state = tracker.get(order_id)
-            if self._connection_lost(generation):
-                return True
-            if state is None:
-                return False
-            return state.status in ("Cancelled", "ApiCancelled", "Filled") or (
-                state.error_code not in (None, 0, 202, baseline_error) and state.error_code is not None
-            ) or state.error_code in CANCEL_NOT_FOUND_CODES | CANCEL_REFUSED_CODES
-
-        if not tracker.wait_until(answered, deadline):
-            raise RequestTimeoutError(f"cancel_order: order {order_id} not confirmed cancelled within {deadline:g} s",
-                                      operation="cancel_order", timeout=deadline, req_id=order_id)
-        state = tracker.get(order_id)
-        if state is not None and state.status in ("Cancelled", "ApiCancelled"):
-            return self._result(state)
-        if state is not None and state.status == "Filled":
-            raise OrderCancelError(10148, f"order {order_id} filled before it could be cancelled", order_id, "Filled")
-        if state is not None and state.error_code in CANCEL_NOT_FOUND_CODES:
-            raise OrderCancelError(state.error_code, f"order {order_id} does not exist: {state.error_text}",
-                                   order_id, None)
-        if state is not None and state.error_code in CANCEL_REFUSED_CODES:
-            st = cancel_reject_state(state.error_text)
-            raise OrderCancelError(state.error_code, f"order {order_id} cannot be cancelled (state: {st}): "
-                                                     f"{state.error_text}", order_id, st)
-        if state is not None and state.error_code not in (None, 0):
-            raise IBRequestError(state.error_code, state.error_text, order_id, classify(state.error_code, state.error_text))
-        raise IBConnectionError(f"cancel_order: connection lost before order {order_id}'s cancel was confirmed")
+        state = self._submitter.cancel(order_id, "cancel_order", self._clock.monotonic() + deadline)
+        return self._result(state)
 
     def positions(self, timeout: Optional[float] = None) -> List[Tuple[str, Contract, float, float]]:
         """Every position: (account, contract, size, average cost)."""
@@ -412,10 +329,9 @@ class Operations:
         quantity = abs(size)
         # No size limit here: closing only ever reduces exposure, and refusing it would trap the user.
         contract = builders.stock_contract(symbol, exchange="SMART", currency=rows[0][1].currency or "USD")
-        generation = self._generation()
-        order_id = self._ids.take(1)
+        start = self._clock.monotonic()
+        self._submitter.wait_until_sendable("close_position_at_market", start + deadline)
         order = builders.build_market_order(action, quantity, builders.new_order_ref())
-        order.orderId = order_id
-        self._place(order_id, contract, order)
-        (state,) = self._await_acks([order_id], generation, deadline, "close_position_at_market")
+        order.orderId = self._ids.take(1)
+        (state,) = self._submitter.submit([Leg(contract, order)], "close_position_at_market", start + deadline)
         return self._result(state)

@@ -1,0 +1,293 @@
+"""Sending orders and cancels so that none is sent twice and none's fate is left unknown.
+
+An order call that loses its connection does not guess. It waits (within its deadline) for the
+next session and for that session's re-sync — open orders, completed orders and executions,
+all up to their end markers — and then looks its orders up by ``orderRef``:
+
+* the gateway has them → the call returns them, nothing is sent again;
+* the gateway definitely has not → it resubmits the missing ones once, with the same
+  ``orderRef`` and fresh order ids (``orders.on_unknown_after_reconnect: raise`` raises
+  :class:`OrderNotPlacedError` instead);
+* the truth cannot be learned before the deadline → :class:`OrderStateUnknownError` carrying
+  the ``orderRef``.
+
+There are never two live orders with one key: a resubmission happens only after a complete
+re-sync showed the key absent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from ibapi.contract import Contract
+from ibapi.order import Order
+
+from .clock import Clock
+from .config import Config
+from .connection_manager import IBConnectionManager
+from .error_codes import CANNOT_CANCEL, ORDER_REJECTION_CODES, ErrorCategory, cancel_reject_state, classify
+from .errors import (
+    IBConnectionError,
+    IBRequestError,
+    OrderNotPlacedError,
+    OrderRejectedError,
+    OrderStateUnknownError,
+    RequestTimeoutError,
+)
+from .order_tracker import OrderState, OrderTracker
+
+log = logging.getLogger("ib_resilience.orders")
+
+CANCEL_NOT_FOUND_CODES = frozenset({10147, 135})
+CANCEL_REFUSED_CODES = frozenset({CANNOT_CANCEL, 161})
+CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
+
+
+class OrderCancelError(IBRequestError):
+    """A cancel was refused: the order is unknown, or already done (``state`` says which)."""
+
+    def __init__(self, code: int, text: str, order_id: int, state: Optional[str]) -> None:
+        super().__init__(code, text, order_id, classify(code, text))
+        self.state = state
+
+
+@dataclass
+class Leg:
+    """One order of a group sent together (a bracket's parent and children, a strangle's legs)."""
+
+    contract: Contract
+    order: Order
+    is_parent: bool = False
+
+    @property
+    def ref(self) -> str:
+        return str(self.order.orderRef)
+
+    @property
+    def order_id(self) -> int:
+        return int(self.order.orderId)
+
+
+class Submitter:
+    """Places and cancels orders through one connection manager, reconciling after drops."""
+
+    def __init__(
+        self,
+        manager: IBConnectionManager,
+        tracker: OrderTracker,
+        take_ids: Callable[[int], int],
+        config: Config,
+        clock: Clock,
+    ) -> None:
+        self._manager = manager
+        self._tracker = tracker
+        self._take_ids = take_ids
+        self._config = config
+        self._clock = clock
+
+    # ------------------------------------------------------------- helpers
+
+    def _remaining(self, deadline: float) -> float:
+        return max(0.0, deadline - self._clock.monotonic())
+
+    def _generation(self) -> int:
+        session = self._manager.session
+        if session is None or not self._manager.is_connected():
+            raise IBConnectionError("not connected")
+        return session.generation
+
+    def _lost(self, generation: int) -> bool:
+        return self._manager.closed_generation() >= generation
+
+    def wait_until_sendable(self, operation: str, deadline: float) -> int:
+        """Wait out an upstream outage (1100) or, in a maintenance window with ``hold_orders``,
+        a reconnect; return the live generation or raise IBConnectionError at the deadline."""
+        manager = self._manager
+        if not manager.is_connected():
+            if not (manager.in_maintenance() and self._config.maintenance.hold_orders):
+                raise IBConnectionError(f"{operation}: not connected (state {manager.state.name})")
+            session = manager.session
+            if manager.wait_for_session_after(session.generation if session else 0, self._remaining(deadline)) is None:
+                raise IBConnectionError(f"{operation}: no session before the deadline (maintenance window)")
+        if not manager.upstream_ok:
+            if not self._config.orders.hold_during_upstream_outage:
+                raise IBConnectionError(f"{operation}: the gateway has lost its connection to IB (1100)")
+            log.info("%s waits for IB connectivity to return (1100)", operation)
+            if not manager.wait_for_upstream(self._remaining(deadline)):
+                raise IBConnectionError(f"{operation}: IB connectivity (1100) not restored before the deadline")
+        return self._generation()
+
+    def _send(self, legs: List[Leg]) -> None:
+        bridge = self._manager.bridge
+        for leg in legs:
+            o = leg.order
+            self._tracker.expect(o.orderId, o.orderRef, leg.contract.symbol, o.action, float(o.totalQuantity), o.orderType)
+            bridge.placeOrder(o.orderId, leg.contract, o)
+
+    def _await_acks(self, legs: List[Leg], generation: int, deadline: float, operation: str) -> bool:
+        """True once all are acknowledged; False if the connection dropped first. Raises on a
+        rejection or at the deadline."""
+        ids = [leg.order_id for leg in legs]
+        tracker = self._tracker
+
+        def rejected(s: Optional[OrderState]) -> bool:
+            return s is not None and s.error_code in ORDER_REJECTION_CODES and not s.acknowledged
+
+        def settled() -> bool:
+            states = [tracker.get(i) for i in ids]
+            return (
+                any(rejected(s) for s in states)
+                or self._lost(generation)
+                or all(s is not None and s.acknowledged for s in states)
+            )
+
+        if not tracker.wait_until(settled, self._remaining(deadline)):
+            raise RequestTimeoutError(
+                f"{operation}: orders {ids} not acknowledged before the deadline", operation=operation
+            )
+        states = [tracker.get(i) for i in ids]
+        for s in states:
+            if s is not None and rejected(s):
+                assert s.error_code is not None
+                raise OrderRejectedError(s.error_code, s.error_text, s.order_id, ErrorCategory.PERMANENT)
+        return all(s is not None and s.acknowledged for s in states)
+
+    def _resync(self, generation: int, deadline: float, operation: str, key: str) -> int:
+        """Wait for the next session and its complete order re-sync; its generation."""
+        new = self._manager.wait_for_session_after(generation, self._remaining(deadline))
+        if new is None:
+            raise OrderStateUnknownError(
+                f"{operation}: connection lost and not back before the deadline; the gateway may or may not "
+                f"have order {key!r}", order_ref=key,
+            )
+        synced = self._tracker.wait_until(lambda: self._tracker.synced_generation >= new, self._remaining(deadline))
+        if not synced:
+            raise OrderStateUnknownError(
+                f"{operation}: reconnected but the order re-sync did not finish before the deadline; "
+                f"order {key!r} unknown", order_ref=key,
+            )
+        return new
+
+    def _gateway_has(self, leg: Leg) -> bool:
+        state = self._tracker.by_ref(leg.ref)
+        return state is not None and (state.acknowledged or bool(state.executions))
+
+    # -------------------------------------------------------------- orders
+
+    def submit(self, legs: List[Leg], operation: str, deadline: float) -> List[OrderState]:
+        """Send a group of orders and return their states once the gateway has all of them."""
+        key = legs[0].ref
+        generation = self.wait_until_sendable(operation, deadline)
+        resubmitted = False
+        to_send = legs
+        while True:
+            try:
+                self._send(to_send)
+            except IBConnectionError as exc:
+                log.warning("%s: connection lost while sending %r: %s", operation, key, exc)
+            if self._await_acks(legs, generation, deadline, operation):
+                return [self._state_of(leg) for leg in legs]
+            log.warning("%s: connection lost before %r was acknowledged; reconciling", operation, key)
+            generation = self._resync(generation, deadline, operation, key)
+            missing = [leg for leg in legs if not self._gateway_has(leg)]
+            if not missing:
+                log.info("%s: the gateway has %r; nothing resent", operation, key)
+                return [self._state_of(leg) for leg in legs]
+            if resubmitted or self._config.orders.on_unknown_after_reconnect == "raise":
+                raise OrderNotPlacedError(
+                    f"{operation}: the gateway does not have {[m.ref for m in missing]} after a reconnect"
+                    + (" (already resubmitted once)" if resubmitted else ""), order_ref=key,
+                )
+            to_send = self._renumber(missing, legs, operation, key)
+            resubmitted = True
+            log.warning("%s: resubmitting %s with new ids %s", operation, [m.ref for m in missing],
+                        [m.order_id for m in to_send])
+
+    def _renumber(self, missing: List[Leg], legs: List[Leg], operation: str, key: str) -> List[Leg]:
+        """Give the missing orders fresh ids (ids never go backwards), keeping parent links."""
+        parent = next((leg for leg in legs if leg.is_parent), None)
+        if parent is not None and parent not in missing and len(missing) == len(legs):
+            raise OrderStateUnknownError(f"{operation}: inconsistent re-sync for {key!r}", order_ref=key)
+        first = self._take_ids(len(missing))
+        parent_id: Optional[int] = None
+        if parent is not None:
+            parent_id = first if parent in missing else self._state_of(parent).order_id
+        for offset, leg in enumerate(missing):
+            leg.order.orderId = first + offset
+            if parent is not None and not leg.is_parent:
+                leg.order.parentId = parent_id
+        return missing
+
+    def _state_of(self, leg: Leg) -> OrderState:
+        state = self._tracker.by_ref(leg.ref) or self._tracker.get(leg.order_id)
+        assert state is not None
+        return state
+
+    # -------------------------------------------------------------- cancel
+
+    def cancel(self, order_id: int, operation: str, deadline: float) -> OrderState:
+        """Cancel and return the cancelled order; raise OrderCancelError when it filled or is unknown."""
+        known = self._tracker.get(order_id)
+        if known is not None and known.status == "Filled":
+            raise OrderCancelError(CANNOT_CANCEL, f"order {order_id} already filled; nothing was sent", order_id, "Filled")
+        if known is not None and known.status in CANCELLED:
+            return known
+        generation = self.wait_until_sendable(operation, deadline)
+        resent = False
+        while True:
+            self._tracker.on_error(order_id, 0, "")  # only this cancel's answer counts
+            try:
+                self._manager.bridge.cancel_order(order_id)
+            except IBConnectionError as exc:
+                log.warning("%s: connection lost while cancelling %d: %s", operation, order_id, exc)
+            outcome = self._await_cancel(order_id, generation, deadline, operation)
+            if outcome is not None:
+                return outcome
+            generation = self._resync(generation, deadline, operation, str(order_id))
+            state = self._tracker.get(order_id)
+            if state is not None and (state.status in CANCELLED or state.status == "Filled"):
+                return self._cancel_outcome(order_id, state)
+            if state is None or not state.acknowledged:
+                raise OrderCancelError(10147, f"order {order_id} is not known to the gateway", order_id, None)
+            if resent:
+                raise OrderStateUnknownError(f"{operation}: order {order_id} still live after a resent cancel",
+                                             order_ref=state.order_ref)
+            resent = True
+
+    def _await_cancel(self, order_id: int, generation: int, deadline: float, operation: str) -> Optional[OrderState]:
+        tracker = self._tracker
+
+        def answered() -> bool:
+            state = tracker.get(order_id)
+            if self._lost(generation):
+                return True
+            if state is None:
+                return False
+            return state.status in CANCELLED or state.status == "Filled" or state.error_code not in (None, 0, 202)
+
+        if not tracker.wait_until(answered, self._remaining(deadline)):
+            raise RequestTimeoutError(f"{operation}: order {order_id} not confirmed cancelled before the deadline",
+                                      operation=operation, req_id=order_id)
+        state = tracker.get(order_id)
+        if state is not None and (state.status in CANCELLED or state.status == "Filled" or
+                                  state.error_code not in (None, 0, 202)):
+            return self._cancel_outcome(order_id, state)
+        return None  # the connection dropped first
+
+    @staticmethod
+    def _cancel_outcome(order_id: int, state: OrderState) -> OrderState:
+        if state.status in CANCELLED:
+            return state
+        if state.status == "Filled":
+            raise OrderCancelError(CANNOT_CANCEL, f"order {order_id} filled before it could be cancelled", order_id,
+                                   "Filled")
+        code = state.error_code or 0
+        if code in CANCEL_NOT_FOUND_CODES:
+            raise OrderCancelError(code, f"order {order_id} does not exist: {state.error_text}", order_id, None)
+        if code in CANCEL_REFUSED_CODES:
+            st = cancel_reject_state(state.error_text)
+            raise OrderCancelError(code, f"order {order_id} cannot be cancelled (state: {st}): {state.error_text}",
+                                   order_id, st)
+        raise IBRequestError(code, state.error_text, order_id, classify(code, state.error_text))
