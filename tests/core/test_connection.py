@@ -8,12 +8,13 @@ import time
 from typing import Callable, List
 
 import pytest
-from resilient import Recorder, wait_threads_back
 
 from ib_resilience.client import IBClient
 from ib_resilience.errors import IBConnectionError, RequestTimeoutError
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
+
+from resilient import Recorder, wait_threads_back
 
 S = ConnectionState
 

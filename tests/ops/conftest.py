@@ -6,10 +6,11 @@ import random
 from typing import Any, Callable, Iterator, List
 
 import pytest
-from resilient import FAST
 
 from ib_resilience.client import IBClient
 from ib_resilience.sim import FakeGateway
+
+from resilient import FAST
 
 
 @pytest.fixture

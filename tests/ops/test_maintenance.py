@@ -7,12 +7,12 @@ import threading
 import time
 from typing import Any, Callable, Dict, List
 
-from resilient import FAST
-
 from ib_resilience.client import IBClient
 from ib_resilience.errors import IBConnectionError
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
+
+from resilient import FAST
 
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 # Three windows that together cover every minute of every day, in UTC.

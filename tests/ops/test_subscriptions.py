@@ -6,13 +6,14 @@ import threading
 from typing import List
 
 import pytest
-from resilient import Recorder
 
 from ib_resilience.client import IBClient
 from ib_resilience.errors import IBRequestError
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
 from ib_resilience.subscriptions import Tick
+
+from resilient import Recorder
 
 
 class Ticks:
