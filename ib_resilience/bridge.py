@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -176,7 +177,7 @@ class Bridge(EWrapper, EClient):
         """
         with self._open_lock:
             self.close("superseded by a new connection")
-            deadline = self._clock.monotonic() + timeout
+            deadline = time.monotonic() + timeout  # real time: it bounds socket I/O
             with self._lock:
                 self._generation += 1
                 gen = self._generation
@@ -229,7 +230,7 @@ class Bridge(EWrapper, EClient):
             raise IBConnectionError(
                 f"connection lost while sending START_API: {exc}", host=host, port=port
             ) from exc
-        remaining = deadline - self._clock.monotonic()
+        remaining = deadline - time.monotonic()
         if not handshake.done.wait(max(remaining, 0.0)):
             self._abort(transport, "handshake timed out")
             raise IBConnectionError(

@@ -17,6 +17,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 from typing import Any, Callable, Optional, Tuple
 
 from .clock import SYSTEM_CLOCK, Clock
@@ -101,7 +102,8 @@ class Transport:
         Does not start the reader (see :meth:`start`).
         """
         self.host, self.port = host, port
-        deadline = self._clock.monotonic() + timeout
+        # Socket deadlines are real time whatever the injected clock (which stamps last_rx).
+        deadline = time.monotonic() + timeout
         try:
             sock = socket.create_connection((host, port), timeout=max(timeout, 0.001))
         except socket.timeout as exc:
@@ -173,7 +175,7 @@ class Transport:
                 # Unlike the official client, bytes that came with the reply are kept.
                 self._pending = buf
                 return server_version, conn_time
-            remaining = deadline - self._clock.monotonic()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise socket.timeout("handshake deadline")
             sock.settimeout(remaining)

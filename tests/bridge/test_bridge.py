@@ -319,3 +319,27 @@ def test_frame_too_long_for_the_configured_limit_closes() -> None:
         bridge.reqCurrentTime()
         assert sink.wait_closes(1)[0][1].startswith("protocol error")
         bridge.close()
+
+
+def test_an_injected_clock_stamps_last_rx_while_socket_deadlines_stay_real() -> None:
+    from ib_resilience.clock import ManualClock
+
+    def stall(conn: ServerConn) -> None:
+        conn.read_handshake()
+        conn.send(VERSION_REPLY)
+        conn.drain()
+
+    clock = ManualClock(start=5000.0)
+    sink = RecordingSink()
+    with ScriptedServer(gateway) as srv:
+        bridge = Bridge(sink, clock=clock)
+        bridge.open("127.0.0.1", srv.port, 1, 5.0)
+        assert bridge.last_rx == 5000.0
+        clock.advance(7.0)
+        bridge.reqCurrentTime()
+        assert sink.wait_for("currentTime")
+        assert bridge.last_rx == 5007.0
+        bridge.close()
+    with ScriptedServer(stall) as srv:
+        with pytest.raises(IBConnectionError, match="timed out"):
+            Bridge(RecordingSink(), clock=clock).open("127.0.0.1", srv.port, 1, 0.3)
