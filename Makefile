@@ -31,6 +31,25 @@ demo: $(VENV)/.stamp
 sim: $(VENV)/.stamp
 	$(PY) -m ib_resilience.sim --port 7497
 
+# Benchmarks (bench/ -> docs/performance.md): a third venv with the project, the 9.81 pins,
+# the benchmark-only peer ib-async and, if it installs, matplotlib for the timeline plot.
+# Never part of `make test` or CI. `make bench BENCH_ARGS=--quick` for a short run.
+VENV_BENCH := .venv-bench
+PY_BENCH := $(VENV_BENCH)/bin/python
+MATPLOTLIB_PIN := matplotlib==3.11.2
+BENCH_ARGS ?=
+
+$(VENV_BENCH)/.stamp: requirements.txt requirements-bench.txt setup.py
+	$(PYTHON) -m venv $(VENV_BENCH)
+	$(PY_BENCH) -m pip install -q --upgrade pip
+	$(PY_BENCH) -m pip install -q -r requirements.txt -r requirements-bench.txt
+	-$(PY_BENCH) -m pip install -q "$(MATPLOTLIB_PIN)"
+	$(PY_BENCH) -m pip install -q --no-deps -e .
+	touch $@
+
+bench: $(VENV_BENCH)/.stamp
+	IB_BENCH_VIA_MAKE=1 $(PY_BENCH) bench/run.py $(BENCH_ARGS)
+
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check ib_resilience tests bench scripts
 
