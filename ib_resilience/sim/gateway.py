@@ -459,8 +459,11 @@ class FakeGateway:
     def send(self, session: _Session, fields: Sequence[Field]) -> None:
         """Queue one frame for a session (caller holds the lock; loop thread flushes)."""
         if fields and fields[0] == P.Out.ERR_MSG:
-            self._errors_sent[int(fields[3])] += 1  # type: ignore[arg-type]
+            self.count_error(int(fields[3]))  # type: ignore[arg-type]
         self._enqueue(session, encode_frame(fields))
+
+    def count_error(self, code: int) -> None:
+        self._errors_sent[code] += 1
 
     def send_many(self, session: _Session, frames: Sequence[Sequence[Field]]) -> None:
         for f in frames:
