@@ -117,8 +117,8 @@ class IBClient:
         return cls(config=load_config(path, **overrides), clock=clock, rng=rng)
 
     def _on_session_ready(self, info: HandshakeInfo) -> None:
-        """On the watchdog thread, before CONNECTED is announced: sync ids, re-adopt orders,
-        restore market data streams."""
+        """On the watchdog thread, before CONNECTED is announced: sync ids, re-adopt orders
+        (open, completed, executions — waiting for their end markers), restore market data."""
         self._order_ids.sync(info.next_valid_id)
         bridge = self._manager.bridge
         self._orders.begin_sync(info.generation, {"open", "completed", "executions"})
@@ -130,6 +130,13 @@ class IBClient:
         exec_filter.clientId = self._manager.client_id
         bridge.reqExecutions(exec_req, exec_filter)
         self._subs.restore_all(f"session {info.generation} ready")
+        # Ready means re-adopted: wait (bounded) for the three end markers before CONNECTED.
+        synced = self._orders.wait_until(
+            lambda: self._orders.synced_generation >= info.generation, self.config.connect_timeout
+        )
+        if not synced:
+            log.warning("order re-sync of session %d incomplete after %.1f s; continuing", info.generation,
+                        self.config.connect_timeout)
 
     # ------------------------------------------------------------ connection
 
