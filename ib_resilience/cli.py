@@ -234,7 +234,8 @@ class Demo:
             if new.name == "RECONNECTING":
                 self._reconnecting += 1
             self._cond.notify_all()
-        self.say(f"  t+{self._elapsed():5.1f}s  state {old.name} -> {new.name}: {reason}")
+        if not self._stop.is_set():
+            self.say(f"  t+{self._elapsed():5.1f}s  state {old.name} -> {new.name}: {reason}")
 
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait for ``predicate``, re-checked on every state transition and every 50 ms."""
@@ -377,18 +378,16 @@ class Demo:
         result.ok = True
         result.note = "reconnected; orders intact" if drops else "stayed connected; orders intact"
         self.say(
-            f"  recovered: detected after {result.detected_after:.1f} s, healthy again after "
-            f"{result.recovered_after:.1f} s; {result.note}"
+            f"  recovered: detected after {result.detected_after:.2f} s, healthy again after "
+            f"{result.recovered_after:.2f} s; {result.note}"
         )
         return result
 
     def _orders_problem(self, gw: Any) -> str:
-        """Empty if the gateway still holds exactly our bracket, once each."""
-        ours = [o.order_id for o in gw.orders if o.order_id in self._order_ids]
-        if sorted(ours) != sorted(self._order_ids):
-            missing = sorted(set(self._order_ids) - set(ours))
-            extra = sorted(i for i in set(ours) if ours.count(i) > 1)
-            return f"orders at the gateway differ: missing {missing}, duplicated {extra}"
+        """Empty if the gateway holds exactly our bracket, each order once, and nothing else."""
+        ids = sorted(o.order_id for o in gw.orders)
+        if ids != sorted(self._order_ids):
+            return f"the gateway's book has orders {ids}, expected exactly {sorted(self._order_ids)}"
         return ""
 
     def _finish_orders(self, client: Any, gw: Any) -> bool:
@@ -399,7 +398,15 @@ class Demo:
             self.say(f"  FAILED: cancel_order: {type(exc).__name__}: {exc}")
             return False
         self.say(f"  parent order {result.order_id}: {result.status}")
-        return result.status in ("Cancelled", "ApiCancelled")
+        if result.status not in ("Cancelled", "ApiCancelled"):
+            return False
+        try:  # cancelling the parent cancels its children: nothing of the bracket stays working
+            gw.wait_for(lambda: not any(o.is_open for o in gw.orders), timeout=self.fault_timeout)
+        except TimeoutError:
+            self.say(f"  FAILED: still working at the gateway: {[o.order_id for o in gw.orders if o.is_open]}")
+            return False
+        self.say(f"  the gateway's book: {', '.join(f'{o.order_id} {o.status}' for o in gw.orders)}")
+        return True
 
     def _report(self, st: Dict[str, Any], ok: bool) -> None:
         rows = [
@@ -407,8 +414,8 @@ class Demo:
             *(
                 (
                     r.name,
-                    f"{r.detected_after:.1f} s" if r.detected_after is not None else "-",
-                    f"{r.recovered_after:.1f} s" if r.recovered_after is not None else "-",
+                    f"{r.detected_after:.2f} s" if r.detected_after is not None else "-",
+                    f"{r.recovered_after:.2f} s" if r.recovered_after is not None else "-",
                     ("ok: " if r.ok else "FAILED: ") + r.note,
                 )
                 for r in self.results
