@@ -409,6 +409,12 @@ class FakeGateway:
             return self._received_by_client[client_id]
 
     @property
+    def malformed_disconnects(self) -> int:
+        """Clients dropped for bytes no TWS client sends (bad framing, fields or requests)."""
+        with self._lock:
+            return self._garbage_disconnects
+
+    @property
     def listening(self) -> bool:
         """False while connections are refused (``refuse_connections``, ``restart``)."""
         with self._lock:
@@ -758,6 +764,11 @@ class FakeGateway:
                 log.warning("connection %d: malformed message (%s); disconnecting", session.serial, exc)
                 self._garbage_disconnects += 1
                 self._close(session, reset=False, reason=f"malformed message: {exc}")
+                break
+            except Exception as exc:  # a handler bug must cost one client, never the gateway
+                log.exception("connection %d: request failed; disconnecting", session.serial)
+                self._garbage_disconnects += 1
+                self._close(session, reset=False, reason=f"request failed: {exc!r}")
                 break
 
     # ------------------------------------------------------------------ closing
