@@ -119,21 +119,18 @@ def cmd_status(args: argparse.Namespace, out: Optional[TextIO] = None, err: Opti
 
 
 def cmd_sim(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
-    """Run the gateway simulator until interrupted (Ctrl-C), optionally playing a fault plan."""
-    out, err = out or sys.stdout, err or sys.stderr
-    entry = _sim_entry()
-    if entry is not None:
-        return entry(args.sim_args)
-    return _run_sim_fallback(args.sim_args, out, err)
+    """Run the simulator's own entry point (``python -m ib_resilience.sim``) with these options;
+    ``--faults FILE`` is accepted for its ``--fault-plan FILE``."""
+    from .sim.__main__ import main as sim_main
 
-
-def _sim_entry() -> Optional[Callable[[List[str]], int]]:
-    """The simulator's own ``main(argv)`` (``python -m ib_resilience.sim``), if it has one."""
-    try:
-        from .sim import __main__ as sim_main
-    except ImportError:
-        return None
-    return getattr(sim_main, "main", None)
+    argv = []
+    for arg in args.sim_args:
+        if arg == "--faults":
+            arg = "--fault-plan"
+        elif arg.startswith("--faults="):
+            arg = "--fault-plan=" + arg[len("--faults=") :]
+        argv.append(arg)
+    return int(sim_main(argv))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,145 +475,6 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# sim (fallback while the simulator has no entry function of its own)
-
-#: Fault methods a fault plan may call, with their keyword arguments.
-PLAN_FAULTS = {
-    "drop_connections": (),
-    "reset_connections": (),
-    "refuse_connections": ("seconds",),
-    "blackhole": ("seconds",),
-    "stall_handshake": ("seconds",),
-    "set_latency": ("seconds",),
-    "inject_error": ("code", "req_id", "text"),
-    "upstream_outage": ("seconds", "data_lost"),
-    "restart": ("downtime",),
-    "send_garbage": ("kind",),
-}
-
-
-@dataclass(frozen=True)
-class FaultStep:
-    """One line of a fault plan: at ``at`` seconds after start, call ``gw.<fault>(**args)``."""
-
-    at: float
-    fault: str
-    args: Tuple[Tuple[str, Any], ...] = ()
-
-
-def load_fault_plan(path: str) -> List[FaultStep]:
-    """Read a YAML fault plan: a list (or ``faults:`` list) of ``{at: 5, fault: restart, downtime: 3}``.
-
-    Raises ``ValueError`` naming the file and the entry on anything invalid.
-    """
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the fault plan: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML: {exc}") from None
-    if isinstance(data, dict) and set(data) == {"faults"}:
-        data = data["faults"]
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: a fault plan is a list of {{at: SECONDS, fault: NAME, ...}} entries")
-    steps = []
-    for n, item in enumerate(data, 1):
-        where = f"{path}: entry {n}"
-        if not isinstance(item, dict) or "fault" not in item or "at" not in item:
-            raise ValueError(f"{where}: needs 'at' (seconds after start) and 'fault' (one of {', '.join(PLAN_FAULTS)})")
-        fault = item["fault"]
-        if fault not in PLAN_FAULTS:
-            raise ValueError(f"{where}: unknown fault {fault!r}; known: {', '.join(PLAN_FAULTS)}")
-        at = item["at"]
-        if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0:
-            raise ValueError(f"{where}: 'at' must be a number of seconds >= 0, got {at!r}")
-        args = {k: v for k, v in item.items() if k not in ("at", "fault")}
-        unknown = sorted(set(args) - set(PLAN_FAULTS[fault]))
-        if unknown:
-            raise ValueError(f"{where}: {fault} takes {list(PLAN_FAULTS[fault]) or 'no arguments'}, not {unknown}")
-        steps.append(FaultStep(float(at), fault, tuple(sorted(args.items()))))
-    return sorted(steps, key=lambda s: s.at)
-
-
-def play_fault_plan(gw: Any, steps: Sequence[FaultStep], stop: threading.Event, say: Callable[[str], None]) -> None:
-    """Call each step's fault on ``gw`` at its time; returns early once ``stop`` is set."""
-    started = time.monotonic()
-    for step in steps:
-        if stop.wait(max(0.0, started + step.at - time.monotonic())):
-            return
-        args = ", ".join(f"{k}={v!r}" for k, v in step.args)
-        say(f"t+{step.at:g}s: {step.fault}({args})")
-        try:
-            getattr(gw, step.fault)(**dict(step.args))
-        except Exception as exc:  # a bad plan entry must not kill the simulator
-            say(f"t+{step.at:g}s: {step.fault} failed: {exc}")
-
-
-def _run_sim_fallback(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
-    import signal
-
-    from .sim import FakeGateway
-
-    parser = argparse.ArgumentParser(
-        prog="ib-resilience sim",
-        description="Run the simulated IB Gateway until Ctrl-C (or SIGTERM), optionally playing a fault plan.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7497, help="port (default: 7497, TWS paper; 0 = any free port)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the simulated market (default: 7)")
-    parser.add_argument(
-        "--faults",
-        metavar="PLAN.yaml",
-        default=None,
-        help="YAML list of faults to inject, e.g. '- {at: 10, fault: restart, downtime: 5}'",
-    )
-    args = parser.parse_args(list(argv))
-    try:
-        steps = load_fault_plan(args.faults) if args.faults else []
-    except ValueError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_USAGE
-
-    def say(text: str) -> None:
-        print(text, file=out, flush=True)
-
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if _main_thread() else None
-    gw = FakeGateway(host=args.host, port=args.port, seed=args.seed)
-    try:
-        gw.start()
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=err)
-        return EXIT_FAILED
-    player = threading.Thread(target=play_fault_plan, args=(gw, steps, stop, say), name="fault-plan", daemon=True)
-    try:
-        say(f"simulated IB Gateway listening on {gw.host}:{gw.port} (accounts {', '.join(gw.accounts)}); Ctrl-C stops")
-        if steps:
-            say(f"fault plan {args.faults}: {len(steps)} step(s)")
-        player.start()
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop.set()
-        if player.is_alive():
-            player.join(5.0)
-        gw.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    say("simulator stopped")
-    return EXIT_OK
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 def cmd_demo(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     """Simulator + client + bracket order, then four faults; exit 0 only if all recovered."""
     out, err = out or sys.stdout, err or sys.stderr
@@ -665,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser(
         "sim",
-        help="run the gateway simulator on a port (e.g. 7497) for your own bot",
+        help="run the gateway simulator on a port (e.g. 7497) for your own bot; --faults plan.yaml",
         description="Run the protocol-faithful IB Gateway simulator until Ctrl-C.",
         add_help=False,
     )
@@ -715,7 +573,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.sim_args = [*extra, *args.sim_args]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command != "sim":  # the simulator configures its own logging (its --log-level)
+        logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

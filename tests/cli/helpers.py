@@ -22,13 +22,13 @@ def run_cli(args: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedP
 
 
 class LineReader:
-    """A running CLI process whose stdout lines can be awaited with a deadline."""
+    """A running CLI process whose output lines (stdout and stderr) can be awaited with a deadline."""
 
     def __init__(self, args: Sequence[str]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ib_resilience.cli", *args],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one pipe, always drained: a chatty log can never block it
             text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
