@@ -91,7 +91,8 @@ class IBConnectionManager:
         return self._state is S.CONNECTED and self.bridge.isConnected()
 
     def add_state_listener(self, fn: StateListener) -> None:
-        self._listeners.append(fn)
+        with self._state_cond:
+            self._listeners.append(fn)
 
     def add_ready_hook(self, fn: Callable[[HandshakeInfo], None]) -> None:
         """``fn(info)`` runs on the watchdog thread when a session is ready, before CONNECTED is
@@ -109,10 +110,9 @@ class IBConnectionManager:
         self._wake.set()
 
     def remove_state_listener(self, fn: StateListener) -> None:
-        try:
-            self._listeners.remove(fn)
-        except ValueError:
-            pass
+        with self._state_cond:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
 
     def _transition(self, new: ConnectionState, reason: str) -> None:
         with self._state_cond:
@@ -122,10 +122,13 @@ class IBConnectionManager:
             check_transition(old, new)
             self._state = new
             self._state_since = self.clock.time()
+            # Snapshot before waking waiters: a listener added after a waiter returns must not
+            # hear a transition that already happened.
+            listeners = list(self._listeners)
             self._state_cond.notify_all()
         level = logging.WARNING if new in (S.RECONNECTING, S.ERROR) else logging.INFO
         log.log(level, "connection %s -> %s (%s)", old.name, new.name, reason)
-        for fn in list(self._listeners):
+        for fn in listeners:
             self.dispatcher.submit(self._call_listener, fn, old, new, reason)
 
     @staticmethod

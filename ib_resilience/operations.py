@@ -126,7 +126,7 @@ class Operations:
         self._ids = order_ids
         self._config = config
         self._clock = clock
-        self._submitter = Submitter(manager, tracker, order_ids.take, config, clock)
+        self._submitter = Submitter(manager, tracker, config, clock)
         self._positions_lock = threading.Lock()
         self._delayed = False  # market data type switched to delayed-if-not-live on this session
 

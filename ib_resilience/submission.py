@@ -6,8 +6,10 @@ all up to their end markers — and then looks its orders up by ``orderRef``:
 
 * the gateway has them → the call returns them, nothing is sent again;
 * the gateway definitely has not → it resubmits the missing ones once, with the same
-  ``orderRef`` and fresh order ids (``orders.on_unknown_after_reconnect: raise`` raises
-  :class:`OrderNotPlacedError` instead);
+  ``orderRef`` and the same order ids (``orders.on_unknown_after_reconnect: raise`` raises
+  :class:`OrderNotPlacedError` instead). Re-placing an id the gateway already holds modifies
+  that order rather than booking another, so even an order the re-sync cannot see (an
+  untransmitted bracket parent) is never duplicated;
 * the truth cannot be learned before the deadline → :class:`OrderStateUnknownError` carrying
   the ``orderRef``.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from ibapi.contract import Contract
 from ibapi.order import Order
@@ -77,13 +79,11 @@ class Submitter:
         self,
         manager: IBConnectionManager,
         tracker: OrderTracker,
-        take_ids: Callable[[int], int],
         config: Config,
         clock: Clock,
     ) -> None:
         self._manager = manager
         self._tracker = tracker
-        self._take_ids = take_ids
         self._config = config
         self._clock = clock
 
@@ -119,9 +119,13 @@ class Submitter:
                 raise IBConnectionError(f"{operation}: IB connectivity (1100) not restored before the deadline")
         return self._generation()
 
-    def _send(self, legs: List[Leg]) -> None:
+    def _send(self, legs: List[Leg], generation: int) -> None:
+        """Send the legs on connection ``generation`` only: once it is gone, the rest wait for
+        the reconciliation (a leg must never go out on the next session before the re-sync)."""
         bridge = self._manager.bridge
         for leg in legs:
+            if self._lost(generation) or bridge.generation != generation:
+                raise IBConnectionError(f"connection {generation} lost before order {leg.order_id} was sent")
             o = leg.order
             self._tracker.expect(o.orderId, o.orderRef, leg.contract.symbol, o.action, float(o.totalQuantity), o.orderType)
             bridge.placeOrder(o.orderId, leg.contract, o)
@@ -184,7 +188,7 @@ class Submitter:
         to_send = legs
         while True:
             try:
-                self._send(to_send)
+                self._send(to_send, generation)
             except IBConnectionError as exc:
                 log.warning("%s: connection lost while sending %r: %s", operation, key, exc)
             if self._await_acks(legs, generation, deadline, operation):
@@ -200,25 +204,14 @@ class Submitter:
                     f"{operation}: the gateway does not have {[m.ref for m in missing]} after a reconnect"
                     + (" (already resubmitted once)" if resubmitted else ""), order_ref=key,
                 )
-            to_send = self._renumber(missing, legs, operation, key)
+            # Same order ids, on purpose: if the gateway holds an order the re-sync cannot show
+            # (an untransmitted bracket parent), placing that id again modifies it instead of
+            # booking a second one; if it truly never arrived, the id is still above every id
+            # the gateway saw from us, so it is accepted as new.
+            to_send = missing
             resubmitted = True
-            log.warning("%s: resubmitting %s with new ids %s", operation, [m.ref for m in missing],
-                        [m.order_id for m in to_send])
-
-    def _renumber(self, missing: List[Leg], legs: List[Leg], operation: str, key: str) -> List[Leg]:
-        """Give the missing orders fresh ids (ids never go backwards), keeping parent links."""
-        parent = next((leg for leg in legs if leg.is_parent), None)
-        if parent is not None and parent not in missing and len(missing) == len(legs):
-            raise OrderStateUnknownError(f"{operation}: inconsistent re-sync for {key!r}", order_ref=key)
-        first = self._take_ids(len(missing))
-        parent_id: Optional[int] = None
-        if parent is not None:
-            parent_id = first if parent in missing else self._state_of(parent).order_id
-        for offset, leg in enumerate(missing):
-            leg.order.orderId = first + offset
-            if parent is not None and not leg.is_parent:
-                leg.order.parentId = parent_id
-        return missing
+            log.warning("%s: resubmitting %s (same ids %s)", operation, [m.ref for m in missing],
+                        [m.order_id for m in missing])
 
     def _state_of(self, leg: Leg) -> OrderState:
         state = self._tracker.by_ref(leg.ref) or self._tracker.get(leg.order_id)
