@@ -5,6 +5,18 @@ Standard library only; imports nothing else from ``ib_resilience`` and never ``i
 
 from __future__ import annotations
 
-from .gateway import ConnectionInfo, FakeGateway
+from .faults import FaultPlan, FaultPlanError, FaultPlanRunner
+from .gateway import ConnectionInfo, ExecutionInfo, FakeGateway
+from .orders import ContractSpec, Fill, OrderRecord
 
-__all__ = ["ConnectionInfo", "FakeGateway"]
+__all__ = [
+    "ConnectionInfo",
+    "ContractSpec",
+    "ExecutionInfo",
+    "FakeGateway",
+    "FaultPlan",
+    "FaultPlanError",
+    "FaultPlanRunner",
+    "Fill",
+    "OrderRecord",
+]

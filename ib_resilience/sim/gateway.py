@@ -46,6 +46,21 @@ class ConnectionInfo:
     ready: bool  # START_API received and the startup burst sent
 
 
+@dataclass(frozen=True)
+class ExecutionInfo:
+    """One execution as ``gw.executions`` reports it."""
+
+    client_id: int
+    order_id: int
+    exec_id: str
+    symbol: str
+    local_symbol: str
+    side: str  # BOT or SLD
+    shares: float
+    price: float
+    commission: float
+
+
 class _Session:
     """One client connection. Fields are guarded by the gateway lock; sockets by the loop thread."""
 
@@ -383,6 +398,16 @@ class FakeGateway:
         """(account, symbol-or-local-symbol) → signed position."""
         with self._lock:
             return self.engine.positions_snapshot()
+
+    @property
+    def executions(self) -> List[ExecutionInfo]:
+        """Every execution, in order (BAG orders: one per leg)."""
+        with self._lock:
+            return [
+                ExecutionInfo(e.order.client_id, e.order.order_id, e.exec_id, e.contract.symbol,
+                              e.contract.local_symbol, e.side, e.shares, e.price, e.commission)
+                for e in self.engine.executions()
+            ]
 
     # ------------------------------------------------------------------ inspection
 

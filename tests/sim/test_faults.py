@@ -9,7 +9,7 @@ import time
 from ib_resilience.sim import FakeGateway
 from ib_resilience.sim.wire import split_fields
 
-from .rawclient import RawClient
+from .rawclient import ERROR_HAS_TIME, RawClient
 from .test_core import raw_connect, recv_frames
 
 STARTUP = {2104, 2106, 2158}
@@ -221,3 +221,14 @@ def test_refused_port_is_really_closed(gw: FakeGateway) -> None:
         assert probe.connect_ex(("127.0.0.1", gw.port)) != 0
     finally:
         probe.close()
+
+
+def test_send_garbage_unknown_message_id(gw: FakeGateway, client: RawClient) -> None:
+    gw.send_garbage("unknown_id")
+    client.reqCurrentTime()
+    client.wait_event("currentTime")  # still connected on both lines
+    if ERROR_HAS_TIME:
+        client.wait_error(505)  # 10.x reports the unknown id
+    else:
+        assert 505 not in client.error_codes()  # 9.81 ignores it (it came before currentTime)
+    assert not client.has("connectionClosed")

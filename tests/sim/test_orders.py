@@ -73,6 +73,8 @@ def test_market_order_fills_with_the_gateway_message_sequence(gw: FakeGateway, c
     assert (rec.client_id, rec.order_id, rec.order_ref, rec.status, rec.filled) == (1, 1, "ref-1", "Filled", 100)
     assert rec.perm_id == perm and len(rec.fills) == 1
     assert gw.positions[("DU1234567", "AAPL")] == 100
+    [ex] = gw.executions
+    assert (ex.client_id, ex.order_id, ex.symbol, ex.side, ex.shares, ex.price) == (1, 1, "AAPL", "BOT", 100, 200.0)
 
 
 def test_open_order_fields_round_trip(gw: FakeGateway, client: RawClient) -> None:
