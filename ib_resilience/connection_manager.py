@@ -217,10 +217,11 @@ class IBConnectionManager:
             self.upstream_ok = ok
             self._state_cond.notify_all()
 
-    def wait_for_upstream(self, timeout: float) -> bool:
-        """Block until gateway↔IB connectivity is back (1101/1102), or ``timeout``."""
+    def wait_for_upstream(self, timeout: float, ok: bool = True) -> bool:
+        """Block until gateway↔IB connectivity is back (1101/1102) — or, with ``ok=False``, lost
+        (1100) — or ``timeout``."""
         with self._state_cond:
-            return self._state_cond.wait_for(lambda: self.upstream_ok, timeout)
+            return self._state_cond.wait_for(lambda: self.upstream_ok is ok, timeout)
 
     def wait_for_session_after(self, generation: int, timeout: float) -> Optional[int]:
         """Block until a session newer than ``generation`` is CONNECTED; its generation, or None."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import random
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
@@ -201,3 +202,28 @@ def test_order_ids_never_go_backwards_across_a_restart(make_client: Callable[...
     assert min(second.order_ids) > max(first.order_ids)
     assert gw.errors_sent.get(103, 0) == 0
     assert_book_matches(gw, second)
+
+
+def test_orders_wait_out_an_upstream_outage(make_client: Callable[..., IBClient], gw: FakeGateway) -> None:
+    client = make_client()
+    gw.upstream_outage(1.0, data_lost=False)
+    assert client._manager.wait_for_upstream(10, ok=False)  # 1100 arrived; the socket stays up
+    assert client.state is ConnectionState.CONNECTED
+    call = InThread(lambda: bracket(client))  # held until 1102, then placed
+    while gw.upstream_down:
+        assert gw.orders == [], "an order reached the gateway during the outage"
+        time.sleep(0.01)  # sampling the book while the outage lasts
+    result = call.join()
+    assert gw.errors_sent.get(1102, 0) >= 1
+    assert_book_matches(gw, result)
+
+
+def test_orders_fail_at_once_during_an_outage_when_configured(
+    make_client: Callable[..., IBClient], gw: FakeGateway
+) -> None:
+    client = make_client(orders={"hold_during_upstream_outage": False})
+    gw.upstream_outage(30.0, data_lost=True)
+    assert client._manager.wait_for_upstream(10, ok=False)
+    with pytest.raises(IBConnectionError, match="1100"):
+        bracket(client)
+    assert live_refs(gw) == {}
