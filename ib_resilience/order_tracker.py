@@ -146,10 +146,9 @@ class OrderTracker:
             self._update(order_id, executions=old.executions + (exec_id,))
 
     def on_error(self, order_id: int, code: int, text: str) -> None:
-        with self._cond:
-            known = order_id in self._orders
-        if known:
-            self._update(order_id, error_code=code, error_text=text)
+        """An error for an order id (recorded even for ids we never placed: a cancel of an
+        unknown order is answered that way)."""
+        self._update(order_id, error_code=code, error_text=text)
 
     # --------------------------------------------------------------- reads
 

@@ -29,7 +29,7 @@ from ibapi.order import Order
 from .clock import Clock
 from .config import Config
 from .connection_manager import IBConnectionManager
-from .error_codes import CANNOT_CANCEL, ORDER_REJECTION_CODES, ErrorCategory, cancel_reject_state, classify
+from .error_codes import CANNOT_CANCEL, ErrorCategory, cancel_reject_state, classify
 from .errors import (
     IBConnectionError,
     IBRequestError,
@@ -137,7 +137,13 @@ class Submitter:
         tracker = self._tracker
 
         def rejected(s: Optional[OrderState]) -> bool:
-            return s is not None and s.error_code in ORDER_REJECTION_CODES and not s.acknowledged
+            # Any PERMANENT error for an order the gateway has not acknowledged rejects it
+            # (201, 103, 110, 10268 …, but also 200 for an unknown contract); INFO notices such
+            # as 399 and TRANSIENT ones such as 2102 leave it pending.
+            return (
+                s is not None and not s.acknowledged and s.error_code not in (None, 0)
+                and classify(s.error_code, s.error_text) is ErrorCategory.PERMANENT
+            )
 
         def settled() -> bool:
             states = [tracker.get(i) for i in ids]
