@@ -83,27 +83,18 @@ class Skip(Exception):
 # ------------------------------------------------------------------------------------ context
 
 
-class StateLog:
-    """A state listener that lets a scenario wait for the n-th arrival in a state."""
+def generation(client: IBClient) -> int:
+    """The live session's generation (it grows by one per connection)."""
+    return int(client.get_connection_status()["generation"])
 
-    def __init__(self, client: IBClient) -> None:
-        self.seen: List[Tuple[ConnectionState, ConnectionState, str]] = []
-        self._cond = threading.Condition()
-        client.add_state_listener(self)
 
-    def __call__(self, old: ConnectionState, new: ConnectionState, reason: str) -> None:
-        with self._cond:
-            self.seen.append((old, new, reason))
-            self._cond.notify_all()
-
-    def count(self, state: ConnectionState) -> int:
-        with self._cond:
-            return sum(1 for _, new, _ in self.seen if new is state)
-
-    def wait(self, state: ConnectionState, count: int, timeout: float = WAIT) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: sum(1 for _, n, _ in self.seen if n is state) >= count, timeout):
-                raise AssertionError(f"no {state.name} (#{count}) within {timeout:g} s; saw {self.seen[-5:]}")
+def wait_reconnected(client: IBClient, before: int) -> int:
+    """Wait until a session newer than generation ``before`` is CONNECTED (ready, orders re-adopted)."""
+    new = client._manager.wait_for_session_after(before, WAIT)
+    if new is None:
+        raise AssertionError(f"no new session after generation {before} within {WAIT:g} s "
+                             f"(state {client.state.name})")
+    return new
 
 
 @dataclass
@@ -165,13 +156,11 @@ class InThread:
         return self.result
 
 
-def force_reconnect(client: IBClient, states: StateLog) -> None:
-    """Close our own socket (the one fault a real gateway allows) and wait for the reconnect."""
-    connected = states.count(ConnectionState.CONNECTED)
-    reconnecting = states.count(ConnectionState.RECONNECTING)
+def force_reconnect(client: IBClient) -> int:
+    """Close our own socket (the one fault a real gateway allows); the new session's generation."""
+    before = generation(client)
     client._manager.bridge.close("forced by the resilience script")
-    states.wait(ConnectionState.RECONNECTING, reconnecting + 1)
-    states.wait(ConnectionState.CONNECTED, connected + 1)
+    return wait_reconnected(client, before)
 
 
 def live_refs(gw: FakeGateway) -> Dict[str, int]:
@@ -254,23 +243,19 @@ def current_price(target: Target) -> str:
 
 def forced_reconnect(target: Target) -> str:
     client = target.client()
-    states = StateLog(client)
-    before = client.get_connection_status()["generation"]
-    force_reconnect(client, states)
-    after = client.get_connection_status()
-    expect(after["generation"] > before, f"generation {before} -> {after['generation']}")
+    before = generation(client)
+    after = force_reconnect(client)
     client.get_current_time()  # the new session answers
-    return f"generation {before} -> {after['generation']}, healthy {after['is_healthy']}"
+    return f"generation {before} -> {after}, healthy {client.get_connection_status()['is_healthy']}"
 
 
 def open_orders_readopted(target: Target) -> str:
     client = target.client()
-    states = StateLog(client)
     placed: Optional[BracketResult] = None
     if not target.live:
         placed = far_bracket(client, target)
     before = {o.order_id for o in client.open_orders()}
-    force_reconnect(client, states)
+    force_reconnect(client)
     after = {o.order_id for o in client.open_orders()}
     expect(before <= after, f"open orders lost across the reconnect: {sorted(before - after)}")
     if placed is not None and target.gw is not None:
@@ -282,7 +267,6 @@ def bracket_survives_reconnect_then_cancel(target: Target) -> str:
     if target.live and not target.allow_orders:
         raise Skip("read-only: pass --allow-orders to place (and cancel) one tiny far-from-market bracket")
     client = target.client()
-    states = StateLog(client)
     try:
         result = far_bracket(client, target)
     except (IBRequestError, RequestTimeoutError) as exc:
@@ -290,7 +274,7 @@ def bracket_survives_reconnect_then_cancel(target: Target) -> str:
             raise Skip(f"no price to place far from: {exc}") from exc
         raise
     try:
-        force_reconnect(client, states)
+        force_reconnect(client)
         open_ids = {o.order_id for o in client.open_orders()}
         expect(set(result.order_ids) <= open_ids, f"bracket {result.order_ids} not re-adopted ({sorted(open_ids)})")
         if target.gw is not None:
@@ -310,10 +294,9 @@ def bracket_survives_reconnect_then_cancel(target: Target) -> str:
 def drop_before_send(target: Target) -> str:
     gw = sim(target)
     client = target.client(reconnect_delay_base=5.0, reconnect_delay_max=5.0)
-    states = StateLog(client)
     gw.refuse_connections(3.0)
     gw.drop_connections()
-    states.wait(ConnectionState.RECONNECTING, 1)
+    expect(client.wait_for_state(ConnectionState.RECONNECTING, timeout=WAIT), "the drop went unnoticed")
     try:
         far_bracket(client, target)
     except IBConnectionError:
@@ -340,10 +323,10 @@ def drop_after_send_before_ack(target: Target) -> str:
 def drop_after_ack(target: Target) -> str:
     gw = sim(target)
     client = target.client()
-    states = StateLog(client)
     result = far_bracket(client, target)
+    before = generation(client)
     gw.drop_connections()
-    states.wait(ConnectionState.CONNECTED, states.count(ConnectionState.CONNECTED) + 1)
+    wait_reconnected(client, before)
     open_ids = {o.order_id for o in client.open_orders()}
     expect(set(result.order_ids) <= open_ids, f"bracket {result.order_ids} not re-adopted ({sorted(open_ids)})")
     check_book(gw, result)
@@ -416,10 +399,10 @@ def cancel_of_filled(target: Target) -> str:
 def ids_across_restart(target: Target) -> str:
     gw = sim(target)
     client = target.client()
-    states = StateLog(client)
     first = far_bracket(client, target)
+    before = generation(client)
     gw.restart(0.2)
-    states.wait(ConnectionState.CONNECTED, states.count(ConnectionState.CONNECTED) + 1)
+    wait_reconnected(client, before)
     second = far_bracket(client, target)
     expect(min(second.order_ids) > max(first.order_ids), f"ids went backwards: {first.order_ids} {second.order_ids}")
     expect(gw.errors_sent.get(103, 0) == 0, "the gateway sent 103 (duplicate order id)")
@@ -430,7 +413,6 @@ def ids_across_restart(target: Target) -> str:
 def streams_restored(target: Target) -> str:
     gw = sim(target)
     client = target.client()
-    states = StateLog(client)
     ticks = threading.Condition()
     seen: List[float] = []
 
@@ -445,8 +427,9 @@ def streams_restored(target: Target) -> str:
                 raise AssertionError("no tick after the recovery")
 
     sub = client.subscribe_market_data(target.symbol, on_tick)
+    before = generation(client)
     gw.drop_connections()
-    states.wait(ConnectionState.CONNECTED, states.count(ConnectionState.CONNECTED) + 1)
+    wait_reconnected(client, before)
     ticks_after(time.time())
     gw.upstream_outage(0.3, data_lost=True)
     gw.wait_for(lambda: not gw.upstream_down, timeout=10)
