@@ -78,6 +78,7 @@ class _Session:
         self.server_version = P.SERVER_VERSION
         self.not_before = 0.0  # version reply withheld until then (stall_handshake)
         self.outq: Deque[Tuple[float, bytes]] = collections.deque()
+        self.queued_bytes = 0  # total length of outq
         self.wbuf = bytearray()
         self.close_after_flush = False
         self.close_reason = ""
@@ -94,7 +95,7 @@ class _Session:
         return self.state == "ready"
 
     def backlog(self) -> int:
-        return len(self.wbuf) + sum(len(b) for _, b in self.outq)
+        return len(self.wbuf) + self.queued_bytes
 
 
 class FakeGateway:
@@ -486,6 +487,7 @@ class FakeGateway:
         if session.state == "closed":
             return
         session.outq.append((time.monotonic() + self._latency, data))
+        session.queued_bytes += len(data)
 
     def send(self, session: _Session, fields: Sequence[Field]) -> None:
         """Queue one frame for a session (caller holds the lock; loop thread flushes)."""
@@ -718,7 +720,9 @@ class FakeGateway:
 
     def _flush_due(self, session: _Session, now: float) -> None:
         while session.outq and session.outq[0][0] <= now:
-            session.wbuf += session.outq.popleft()[1]
+            data = session.outq.popleft()[1]
+            session.queued_bytes -= len(data)
+            session.wbuf += data
         if session.wbuf:
             self._write(session)
         if session.close_after_flush and not session.wbuf and not session.outq and session.state != "closed":
@@ -824,6 +828,7 @@ class FakeGateway:
             pass
         sock.close()
         session.outq.clear()
+        session.queued_bytes = 0
         session.wbuf.clear()
         self._sessions.pop(session.serial, None)
         self.market.drop_session(session.serial)

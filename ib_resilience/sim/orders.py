@@ -210,6 +210,7 @@ class OrderEngine:
         self.market = gw.market
         self._hwm: Dict[int, int] = {}  # client id → highest order id used
         self._orders: List[_Order] = []  # every booked order, arrival order
+        self._live: List[_Order] = []  # booked orders not yet done (pruned lazily), for matching
         self._records: List[object] = []  # _Order (live) or OrderRecord (rejected), arrival order
         self._by_id: Dict[Tuple[int, int], _Order] = {}
         self._executions: List[Execution] = []
@@ -241,7 +242,7 @@ class OrderEngine:
 
     def on_session_ready(self, session: _Session) -> None:
         """A gateway re-sends this client id's open orders right after the startup burst."""
-        for order in self._orders:
+        for order in self._live_orders():
             if order.client_id == session.client_id and order.is_open:
                 self.gw.send(session, self._open_order_fields(order))
                 self.gw.send(session, self._order_status_fields(order))
@@ -278,7 +279,7 @@ class OrderEngine:
         return list(self._executions)
 
     def open_orders(self) -> List[_Order]:
-        return [o for o in self._orders if o.is_open]
+        return [o for o in self._live_orders() if o.is_open]
 
     # ------------------------------------------------------------------ emitting
 
@@ -402,6 +403,7 @@ class OrderEngine:
         draft.perm_id = self._next_perm
         self._next_perm += 1
         self._orders.append(draft)
+        self._live.append(draft)
         self._records.append(draft)
         self._by_id[(client_id, order_id)] = draft
         log.info("order %d/%d booked: %s %s %s %s", client_id, order_id, draft.action, _num(draft.quantity),
@@ -445,7 +447,7 @@ class OrderEngine:
         root_id = order.parent_id or order.order_id
         return [
             o
-            for o in self._orders
+            for o in self._live_orders()
             if o.client_id == order.client_id and (o.order_id == root_id or o.parent_id == root_id)
         ]
 
@@ -465,8 +467,13 @@ class OrderEngine:
 
     # ------------------------------------------------------------------ matching
 
+    def _live_orders(self) -> List[_Order]:
+        """Orders still working or waiting (Inactive, PreSubmitted, Submitted), arrival order."""
+        self._live = [o for o in self._live if o.is_open or o.status == "Inactive"]
+        return self._live
+
     def on_price(self, key: str) -> None:
-        for order in list(self._orders):
+        for order in list(self._live_orders()):
             if order.status != "Submitted":
                 continue
             keys = [leg.key for leg in order.contract.legs] if order.contract.legs else [order.contract.key]
@@ -555,19 +562,19 @@ class OrderEngine:
         self._emit(order, frames + commissions)
         self.accounts.on_fill(order.account)
         # consequences: bracket children go live, OCA siblings and bracket siblings are cancelled
-        for child in self._orders:
+        for child in list(self._live_orders()):
             if child.client_id == order.client_id and child.parent_id == order.order_id and child.status == "PreSubmitted":
                 child.status = "Submitted"
                 self._emit(child, [self._order_status_fields(child)])
         for other in self._oca_siblings(order):
             self._cancel(other, reason="OCA")
-        for child in self._orders:
+        for child in list(self._live_orders()):
             if child.client_id == order.client_id and child.parent_id == order.order_id and child.is_open:
                 self._match(child)
 
     def _oca_siblings(self, order: _Order) -> List[_Order]:
         out = []
-        for o in self._orders:
+        for o in self._live_orders():
             if o is order or not o.is_open:
                 continue
             if order.oca_group and o.oca_group == order.oca_group and o.account == order.account:
@@ -611,7 +618,7 @@ class OrderEngine:
             P.err_msg(order.order_id, 202, P.ERROR_TEXTS[202]),
             self._order_status_fields(order),
         ])
-        for child in self._orders:
+        for child in list(self._live_orders()):
             if child.client_id == order.client_id and child.parent_id == order.order_id and (
                 child.is_open or child.status == "Inactive"
             ):
@@ -634,21 +641,21 @@ class OrderEngine:
         self.gw.notify()
 
     def _on_global_cancel(self, session: _Session, f: List[str]) -> None:
-        for order in list(self._orders):
+        for order in list(self._live_orders()):
             if order.is_open or order.status == "Inactive":
                 self._cancel(order, reason="global cancel")
 
     # ------------------------------------------------------------------ order queries
 
     def _on_req_open_orders(self, session: _Session, f: List[str]) -> None:
-        for order in self._orders:
+        for order in self._live_orders():
             if order.is_open and order.client_id == session.client_id:
                 self.gw.send(session, self._open_order_fields(order))
                 self.gw.send(session, self._order_status_fields(order))
         self.gw.send(session, [Out.OPEN_ORDER_END, 1])
 
     def _on_req_all_open_orders(self, session: _Session, f: List[str]) -> None:
-        for order in self._orders:
+        for order in self._live_orders():
             if order.is_open:
                 self.gw.send(session, self._open_order_fields(order))
                 self.gw.send(session, self._order_status_fields(order))
