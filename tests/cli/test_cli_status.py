@@ -76,3 +76,13 @@ def test_bad_config_and_bad_timeout_are_usage_errors(tmp_path, capsys: pytest.Ca
     assert main(["status", "--config", str(cfg)]) == 2
     assert "port" in capsys.readouterr().err
     assert main(["status", "--timeout", "0"]) == 2
+
+
+def test_a_gateway_that_never_answers_the_handshake_is_unhealthy_not_a_hang(
+    gw: FakeGateway, capsys: pytest.CaptureFixture
+) -> None:
+    gw.stall_handshake(60.0)  # TCP accepted, version reply withheld (e.g. the "accept?" dialog)
+    code = main(["status", "--port", str(gw.port), "--timeout", "1"])
+    status = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert status["state"] != "CONNECTED" and status["healthy"] is False
