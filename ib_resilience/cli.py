@@ -16,7 +16,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import IBClient
+    from .sim import FakeGateway
+    from .state import ConnectionState
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -201,7 +206,7 @@ class Demo:
     def _elapsed(self) -> float:
         return time.monotonic() - self._t0
 
-    def _status_line(self, client: Any, gw: Any) -> str:
+    def _status_line(self, client: IBClient, gw: FakeGateway) -> str:
         st = client.get_connection_status()
         breakers = st.get("circuit_breakers") or {}
         states = [_breaker_state_name(v) for v in breakers.values()]
@@ -219,14 +224,14 @@ class Demo:
             f"  breakers {breaker_text}  orders {working}/{len(self._order_ids)} working"
         )
 
-    def _ticker(self, client: Any, gw: Any) -> None:
+    def _ticker(self, client: IBClient, gw: FakeGateway) -> None:
         while not self._stop.wait(1.0):
             try:
                 self.say(self._status_line(client, gw))
             except Exception as exc:  # the status line must never end the demo
                 self.say(f"  (status unavailable: {exc})")
 
-    def _on_transition(self, old: Any, new: Any, reason: str) -> None:
+    def _on_transition(self, old: ConnectionState, new: ConnectionState, reason: str) -> None:
         with self._cond:
             if new.name == "RECONNECTING":
                 self._reconnecting += 1
@@ -277,7 +282,7 @@ class Demo:
             gw.close()
         return EXIT_OK if ok else EXIT_FAILED
 
-    def _script(self, client: Any, gw: Any) -> bool:
+    def _script(self, client: IBClient, gw: FakeGateway) -> bool:
         self.say("\n== connect")
         if not client.connect(timeout=self.fault_timeout):
             self.say(f"  could not connect: {client.get_connection_status().get('last_error')}")
@@ -310,7 +315,7 @@ class Demo:
             self.results.append(self._phase(client, gw, name, what, inject, drops))
         return all(r.ok for r in self.results) and self._finish_orders(client, gw)
 
-    def _place_bracket(self, client: Any) -> bool:
+    def _place_bracket(self, client: IBClient) -> bool:
         self.say(f"\n== bracket order on {self.symbol}")
         try:
             price = float(client.get_current_price(self.symbol))
@@ -329,7 +334,7 @@ class Demo:
             self.say(f"  {label:<12} order {leg.order_id}: {leg.status}")
         return True
 
-    def _phase(self, client: Any, gw: Any, name: str, what: str, inject: Callable[[], None], drops: bool) -> PhaseResult:
+    def _phase(self, client: IBClient, gw: FakeGateway, name: str, what: str, inject: Callable[[], None], drops: bool) -> PhaseResult:
         result = PhaseResult(name)
         self.say(f"\n== fault: {name}: {what}")
         before = client.get_connection_status()
@@ -380,14 +385,14 @@ class Demo:
         )
         return result
 
-    def _orders_problem(self, gw: Any) -> str:
+    def _orders_problem(self, gw: FakeGateway) -> str:
         """Empty if the gateway holds exactly our bracket, each order once, and nothing else."""
         ids = sorted(o.order_id for o in gw.orders)
         if ids != sorted(self._order_ids):
             return f"the gateway's book has orders {ids}, expected exactly {sorted(self._order_ids)}"
         return ""
 
-    def _finish_orders(self, client: Any, gw: Any) -> bool:
+    def _finish_orders(self, client: IBClient, gw: FakeGateway) -> bool:
         self.say("\n== after all faults: the same client cancels the bracket")
         try:
             result = client.cancel_order(self._order_ids[0])
