@@ -33,7 +33,7 @@ def test_mermaid_diagram_matches_the_code() -> None:
     assert edges == CODE
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/architecture.md", "docs/operations.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/index.md", "docs/architecture.md", "docs/operations.md"])
 def test_relative_links_resolve(doc: str) -> None:
     path = REPO / doc
     text = path.read_text(encoding="utf-8")
