@@ -307,6 +307,9 @@ class FakeGateway:
                     self.market.drop_all_subscriptions()
                 for s in self._ready_sessions():
                     self._send_error(s, -1, code, P.ERROR_TEXTS[code])
+                for symbol in self.market.symbols:  # catch up on moves made during the outage
+                    self._stream_quote(symbol)
+                    self.engine.on_price(symbol)
                 self._changed.notify_all()
 
         self._run_in_loop(lambda: self._schedule(seconds, restore))
@@ -351,11 +354,15 @@ class FakeGateway:
     # ------------------------------------------------------------------ market / orders facade
 
     def set_price(self, symbol: str, price: float) -> None:
-        """Move ``symbol``'s simulated price (bid/ask around it), stream it, and match orders."""
+        """Move ``symbol``'s simulated price (bid/ask around it), stream it, and match orders.
+
+        During an ``upstream_outage`` only the price moves; streaming and matching resume
+        when the outage ends."""
         with self._lock:
             self.market.set_price(symbol, price)
-            self._stream_quote(symbol)
-            self.engine.on_price(symbol)
+            if not self._upstream_down:  # no data and no fills while the gateway is cut off
+                self._stream_quote(symbol)
+                self.engine.on_price(symbol)
             self._changed.notify_all()
         self._wake()
 

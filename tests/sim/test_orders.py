@@ -311,3 +311,24 @@ def test_recorded_981_order_with_default_etrade_only_gets_10268(gw: FakeGateway)
     finally:
         sock.close()
     assert gw.orders[0].error == 10268
+
+
+def test_no_fills_during_an_upstream_outage(gw: FakeGateway, client: RawClient) -> None:
+    gw.set_price("AAPL", 200.0)
+    client.placeOrder(1, stock(), order("BUY", 1, "LMT", lmt=195.0))
+    wait_status(client, 1, "Submitted")
+    gw.upstream_outage(30.0, data_lost=False)
+    client.wait_error(1100)
+    gw.set_price("AAPL", 190.0)
+    assert gw.orders[0].status == "Submitted"  # the exchange is out of reach
+
+
+def test_fills_catch_up_when_the_outage_ends(gw: FakeGateway, client: RawClient) -> None:
+    gw.set_price("AAPL", 200.0)
+    client.placeOrder(1, stock(), order("BUY", 1, "LMT", lmt=195.0))
+    wait_status(client, 1, "Submitted")
+    gw.upstream_outage(0.3, data_lost=False)
+    client.wait_error(1100)
+    gw.set_price("AAPL", 190.0)
+    client.wait_error(1102)
+    wait_status(client, 1, "Filled")

@@ -226,12 +226,31 @@ def test_fuzz_gateway_with_random_and_truncated_requests(gw: FakeGateway, client
             fields = [str(msg_id)] + [_random_field(rnd) for _ in range(rnd.randrange(0, 40))]
             frame = encode_frame(fields)
             if rnd.random() < 0.3:
-                frame = frame[: rnd.randrange(4, len(frame))]  # truncated: the parser must wait
-            sock.sendall(frame)
-            sock.sendall(encode_frame([In.REQ_CURRENT_TIME, 1]))
-            sock.settimeout(5.0)
+                sock.sendall(frame[: rnd.randrange(4, len(frame))])  # truncated: the parser must wait
+                continue
+            sock.sendall(frame + encode_frame([In.REQ_CURRENT_TIME, 1]))
+            assert _answered_or_closed(sock)  # processed before we hang up
         finally:
             sock.close()
     gw.wait_for(lambda: [c.client_id for c in gw.connections] == [1], timeout=10.0)
     assert gw.malformed_disconnects > 0  # the fuzz did reach the handlers' validation
     assert_still_serving(gw, client)
+
+
+def _answered_or_closed(sock: socket.socket, timeout: float = 10.0) -> bool:
+    """True once the gateway answered REQ_CURRENT_TIME (request handled) or hung up."""
+    parser = FrameParser()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        if not data:
+            return True
+        if any(split_fields(p)[0] == "49" for p in parser.feed(data)):
+            return True
+    return False
