@@ -65,6 +65,9 @@ class Client:
     def price(self) -> float:
         raise Unavailable("no price snapshot for this client")
 
+    def connect_full(self) -> float:
+        raise Unavailable("no separate connect-with-sync for this client")
+
     def bracket(self) -> float:
         raise Unavailable("no bracket order for this client")
 
@@ -83,6 +86,12 @@ class Client:
 
     def idle(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def healthy(self) -> bool:
+        return True
+
+    def death(self) -> str:
+        return "connection lost"
 
 
 # ---------------------------------------------------------------------------------- raw ibapi
@@ -142,13 +151,26 @@ class RawClient(Client):
         app = _make_raw_app()
         t0 = time.perf_counter()
         app.connect(HOST, self.port, self.client_id)
-        thread = threading.Thread(target=app.run, name="raw-run", daemon=True)
+        self.run_error = ""
+        thread = threading.Thread(target=self._run, args=(app,), name="raw-run", daemon=True)
         thread.start()
         if not (app.ready.wait(WAIT) and app.accounts.wait(WAIT)):
             raise RuntimeError("raw ibapi client: no nextValidId/managedAccounts")
         elapsed = time.perf_counter() - t0
         self.app, self.thread = app, thread
         return elapsed
+
+    def _run(self, app: Any) -> None:
+        try:
+            app.run()
+        except Exception as exc:  # 9.81's run() lets a decode error escape and ends the session
+            self.run_error = f"run() raised {type(exc).__name__}: {exc}"[:200]
+
+    def healthy(self) -> bool:
+        return self.app is not None and self.app.isConnected() and self.thread is not None and self.thread.is_alive()
+
+    def death(self) -> str:
+        return self.run_error or "its run() loop ended: the connection was closed"
 
     def disconnect(self) -> None:
         if self.app is not None:
@@ -395,8 +417,18 @@ class IbAsyncClient(Client):
         self.ib.client.connect(HOST, self.port, self.client_id, timeout=WAIT)
         return time.perf_counter() - t0
 
+    def connect_full(self) -> float:
+        """``IB.connect`` as its users call it: handshake plus positions, open and completed
+        orders, account updates and executions."""
+        t0 = time.perf_counter()
+        self.ib.connect(HOST, self.port, self.client_id, timeout=WAIT)
+        return time.perf_counter() - t0
+
     def disconnect(self) -> None:
-        self.ib.client.disconnect()
+        if self.ib.isConnected():
+            self.ib.disconnect()
+        else:
+            self.ib.client.disconnect()
 
     def round_trip(self) -> float:
         t0 = time.perf_counter()
@@ -406,6 +438,18 @@ class IbAsyncClient(Client):
     def price(self) -> float:
         t0 = time.perf_counter()
         self.ib.reqTickers(self.contract)
+        return time.perf_counter() - t0
+
+    def bracket(self) -> float:
+        orders = self.ib.bracketOrder("BUY", 1, 100.0, 110.0, 90.0)
+        t0 = time.perf_counter()
+        trades = [self.ib.placeOrder(self.contract, o) for o in orders]
+        deadline = time.monotonic() + 2.0
+        # Acknowledged: the gateway's openOrder/orderStatus moved the trade out of PendingSubmit.
+        while any(t.orderStatus.status in ("PendingSubmit", "") for t in trades):
+            if time.monotonic() > deadline:
+                raise Unavailable("the simulator did not acknowledge ib_async's bracket within 2 s")
+            self.ib.waitOnUpdate(timeout=0.05)
         return time.perf_counter() - t0
 
     def start_ticks(self) -> None:
@@ -563,10 +607,21 @@ def handle(client: Client, cmd: Dict[str, Any]) -> Dict[str, Any]:
         # id the gateway still counts as live would be refused with 326.
         client.disconnect()
         return {"ok": True}
-    if name == "connect":
-        sample = client.connect()
+    if name in ("connect", "connect_full"):
+        sample = client.connect() if name == "connect" else client.connect_full()
         client.idle(0.05)
         return {"samples": [sample]}
+    if name == "revive":
+        # A client that lost its session in an earlier figure reconnects (the parent has
+        # waited for the simulator to see the close).
+        if client.healthy():
+            return {"ok": True}
+        try:
+            client.disconnect()
+        except Exception:
+            pass
+        client.connect()
+        return {"ok": True, "revived": True}
     if name == "rt":
         return {"samples": _samples(client, client.round_trip, cmd["n"], cmd["spacing"])}
     if name == "price":
@@ -583,7 +638,10 @@ def handle(client: Client, cmd: Dict[str, Any]) -> Dict[str, Any]:
         finally:
             client.stop_ticks()
         _drain(client, cmd.get("quiet", 0.3))
-        return {"ticks": c1 - c0, "received": r1 - r0, "wall": t1 - t0, "cpu": cpu1 - cpu0}
+        out = {"ticks": c1 - c0, "received": r1 - r0, "wall": t1 - t0, "cpu": cpu1 - cpu0}
+        if not client.healthy():
+            out["died"] = client.death()
+        return out
     raise ValueError(f"unknown command {name!r}")
 
 
