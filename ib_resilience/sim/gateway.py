@@ -72,6 +72,7 @@ class _Session:
         self.address = address
         self.since = time.time()
         self.accepted_at = time.monotonic()
+        self.last_read_at = self.accepted_at
         self.parser = FrameParser(max_frame=max_frame, expect_prefix=True)
         self.state = "version"  # version -> await_start -> ready -> closed
         self.client_id: Optional[int] = None
@@ -785,12 +786,20 @@ class FakeGateway:
             self._garbage_disconnects += 1
             self._close(session, reset=False, reason=f"protocol error: {exc}")
             return
-        session.partial_since = (session.partial_since or time.monotonic()) if session.parser.buffered else None
-        for payload in payloads:
+        now = time.monotonic()
+        session.partial_since = (session.partial_since or now) if session.parser.buffered else None
+        # Arrival times for pacing: a batch read in one go arrived since the previous read, so
+        # it is spread over that span. A loop stalled by a loaded machine then does not turn a
+        # paced client's messages into a fake burst; a real burst still lands in one instant.
+        span_start = max(session.last_read_at, now - 1.0)
+        session.last_read_at = now
+        count = len(payloads)
+        for index, payload in enumerate(payloads):
             if session.state == "closed" or session.close_after_flush:
                 break
+            arrived = span_start + (now - span_start) * (index + 1) / count
             try:
-                self._dispatch(session, payload)
+                self._dispatch(session, payload, arrived)
             except ProtocolError as exc:
                 log.warning("connection %d: %s; disconnecting", session.serial, exc)
                 self._garbage_disconnects += 1
@@ -856,7 +865,7 @@ class FakeGateway:
 
     # ------------------------------------------------------------------ handshake and dispatch
 
-    def _dispatch(self, session: _Session, payload: bytes) -> None:
+    def _dispatch(self, session: _Session, payload: bytes, arrived: float) -> None:
         if session.state == "version":
             self._on_version(session, payload)
             return
@@ -872,7 +881,7 @@ class FakeGateway:
             return
         self._received_by_client[session.client_id or 0] += 1
         session.received += 1
-        if self._check_pacing(session):
+        if self._check_pacing(session, arrived):
             return
         handler = self._handlers.get(msg_id)
         if handler is None:
@@ -927,11 +936,10 @@ class FakeGateway:
         log.info("connection %d ready as client id %d", session.serial, client_id)
         self.engine.on_session_ready(session)
 
-    def _check_pacing(self, session: _Session) -> bool:
-        """Count the message against the 50/s limit. True if the session was disconnected."""
+    def _check_pacing(self, session: _Session, now: float) -> bool:
+        """Count the message (arrived at ``now``) against the 50/s limit. True if disconnected."""
         if not self.pacing_limit:
             return False
-        now = time.monotonic()
         recent = session.recent
         recent.append(now)
         while recent and recent[0] <= now - 1.0:
