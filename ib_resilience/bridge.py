@@ -214,7 +214,10 @@ class Bridge(EWrapper, EClient):
         self.host, self.port, self.clientId = host, port, client_id
         self.connTime = conn_time
         self.serverVersion_ = server_version
-        self.decoder = Decoder(self, server_version)
+        if self.decoder is None or self.decoder.serverVersion != server_version:
+            # Building a Decoder inspects every EWrapper method (~2 ms): keep it across
+            # connections of the same server version; it holds no per-connection state.
+            self.decoder = Decoder(self, server_version)
         self._fast = (
             fastpath.FastPath(self)
             if self._use_fast_path and server_version == MAX_CLIENT_VERSION

@@ -117,8 +117,9 @@ class IBClient:
         return cls(config=load_config(path, **overrides), clock=clock, rng=rng)
 
     def _on_session_ready(self, info: HandshakeInfo) -> None:
-        """On the watchdog thread, before CONNECTED is announced: sync ids, re-adopt orders
-        (open, completed, executions — waiting for their end markers), restore market data."""
+        """On the watchdog thread, before CONNECTED is announced: sync ids and re-adopt orders
+        (open, completed, executions — waiting for their end markers); market data streams are
+        restored just after."""
         self._order_ids.sync(info.next_valid_id)
         bridge = self._manager.bridge
         self._orders.begin_sync(info.generation, {"open", "completed", "executions"})
@@ -129,7 +130,11 @@ class IBClient:
         exec_filter = ExecutionFilter()
         exec_filter.clientId = self._manager.client_id
         bridge.reqExecutions(exec_req, exec_filter)
-        self._subs.restore_all(f"session {info.generation} ready")
+        # Streams are restored right after CONNECTED (on the watchdog), not before: restoring many
+        # is paced, and calls need not wait for it.
+        self._manager.call_soon(
+            lambda: self._subs.restore_all(f"session {info.generation} ready", only_lost=True)
+        )
         # Ready means re-adopted: wait (bounded) for the three end markers before CONNECTED.
         synced = self._orders.wait_until(
             lambda: self._orders.synced_generation >= info.generation, self.config.connect_timeout

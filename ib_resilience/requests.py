@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Dict, List, Optional
 
 from .errors import IBConnectionError, RequestTimeoutError
@@ -21,30 +19,56 @@ from .errors import IBConnectionError, RequestTimeoutError
 REQUEST_ID_BASE = 1_000_000_000
 
 
-class Pending:
-    """One request awaiting its reply. Rows of multi-message replies accumulate in ``rows``."""
+class NoReplyYet(Exception):
+    """Internal: a pending request is still unanswered at the waiter's timeout."""
 
-    __slots__ = ("key", "kind", "generation", "future", "rows", "data")
+
+class Pending:
+    """One request awaiting its reply. Rows of multi-message replies accumulate in ``rows``.
+
+    A one-shot result: a plain lock held from birth and released by whoever settles it, which
+    is cheaper than a ``concurrent.futures.Future`` on the hot request path. Only the thread
+    that removed it from the table (under the table's lock) settles it, so it settles once.
+    """
+
+    __slots__ = ("key", "kind", "generation", "rows", "data", "_gate", "_value", "_error")
 
     def __init__(self, key: int, kind: str, generation: int) -> None:
         self.key = key
         self.kind = kind
         self.generation = generation
-        self.future: Future[Any] = Future()
         self.rows: List[Any] = []
-        self.data: Dict[str, Any] = {}
+        self.data: Dict[Any, Any] = {}
+        self._gate = threading.Lock()
+        self._gate.acquire()
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+
+    def done(self) -> bool:
+        return not self._gate.locked()
 
     def resolve(self, value: Any) -> bool:
-        if self.future.done():
+        if self.done():
             return False
-        self.future.set_result(value)
+        self._value = value
+        self._gate.release()
         return True
 
     def fail(self, exc: BaseException) -> bool:
-        if self.future.done():
+        if self.done():
             return False
-        self.future.set_exception(exc)
+        self._error = exc
+        self._gate.release()
         return True
+
+    def result(self, timeout: float) -> Any:
+        """The reply; raises the failure, or :class:`NoReplyYet` past ``timeout``."""
+        if not self._gate.acquire(timeout=max(timeout, 0.0)):
+            raise NoReplyYet
+        self._gate.release()  # stays settled for any later reader
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class PendingRequests:
@@ -126,8 +150,8 @@ class PendingRequests:
     def wait(self, pending: Pending, timeout: float, operation: str) -> Any:
         """Block until the reply, the connection's end, or the deadline (RequestTimeoutError)."""
         try:
-            return pending.future.result(timeout=timeout)
-        except FutureTimeout:
+            return pending.result(timeout)
+        except NoReplyYet:
             raise RequestTimeoutError(
                 f"{operation} got no reply within {timeout:g} s",
                 operation=operation,

@@ -124,17 +124,14 @@ class Router:
     # ----------------------------------------------------------- market data
 
     def tickPrice(self, reqId: int, tickType: int, price: float, attrib: Any) -> None:  # noqa: N802
-        subs = self.subs
-        if subs.owns(reqId):
-            subs.on_tick(reqId, tickType, price)
+        if self.subs.on_tick(reqId, tickType, price):
             return
         pending = self.manager.pending.get(reqId)
         if pending is not None:
             pending.data[tickType] = price
 
     def tickSize(self, reqId: int, tickType: int, size: Any) -> None:  # noqa: N802
-        if self.subs.owns(reqId):
-            self.subs.on_tick(reqId, tickType, size)
+        self.subs.on_tick(reqId, tickType, size)
 
     def tickReqParams(self, tickerId: int, minTick: float, bboExchange: str, snapshotPermissions: int) -> None:  # noqa: N802
         self.subs.on_accepted(tickerId)

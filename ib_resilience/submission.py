@@ -258,20 +258,24 @@ class Submitter:
     def _await_cancel(self, order_id: int, generation: int, deadline: float, operation: str) -> Optional[OrderState]:
         tracker = self._tracker
 
-        def answered() -> bool:
-            state = tracker.get(order_id)
-            if self._lost(generation):
-                return True
+        def gateway_answered(state: Optional[OrderState]) -> bool:
             if state is None:
                 return False
-            return state.status in CANCELLED or state.status == "Filled" or state.error_code not in (None, 0, 202)
+            if state.status in CANCELLED or state.status == "Filled":
+                return True
+            code = state.error_code
+            # 202 is the cancel's own notice; a CONNECTION-category code (10.x reports a failed
+            # send as 5xx) is our socket failing, not the gateway's answer: reconcile instead.
+            return code not in (None, 0, 202) and classify(code, state.error_text) is not ErrorCategory.CONNECTION
 
-        if not tracker.wait_until(answered, self._remaining(deadline)):
+        def settled() -> bool:
+            return self._lost(generation) or gateway_answered(tracker.get(order_id))
+
+        if not tracker.wait_until(settled, self._remaining(deadline)):
             raise RequestTimeoutError(f"{operation}: order {order_id} not confirmed cancelled before the deadline",
                                       operation=operation, req_id=order_id)
         state = tracker.get(order_id)
-        if state is not None and (state.status in CANCELLED or state.status == "Filled" or
-                                  state.error_code not in (None, 0, 202)):
+        if state is not None and gateway_answered(state):
             return self._cancel_outcome(order_id, state)
         return None  # the connection dropped first
 

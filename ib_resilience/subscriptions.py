@@ -6,18 +6,22 @@ when it went silent for ``subscriptions.staleness_timeout`` while other streams 
 Every blind period is recorded in ``gaps`` as ``(start, end)`` wall times, so a user knows
 exactly when they could not see the market.
 
-Ticks reach ``on_tick`` on the dispatcher thread, never on the reader. Policy when the callback
-is slower than the market: updates of one subscription and tick type are coalesced (the newest
-value wins while the older one is still queued); nothing else is dropped.
+Ticks reach ``on_tick`` on the dispatcher thread, never on the reader, in arrival order and
+every one of them: the reader appends each tick to a buffer and schedules one drain; the drain
+delivers whatever has accumulated (in slices, so order events queued meanwhile are not held
+back). Only when a callback falls so far behind that ``MAX_BUFFERED_TICKS`` are waiting are
+further ticks coalesced — per subscription and tick type, the newest value wins — and counted
+in ``stats()["coalesced"]``. Order events and state changes are never coalesced.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ibapi.contract import Contract
 
@@ -25,6 +29,9 @@ from .clock import SYSTEM_CLOCK, Clock
 from .dispatcher import Dispatcher
 
 log = logging.getLogger("ib_resilience.subscriptions")
+
+MAX_BUFFERED_TICKS = 100_000  # beyond this many undelivered ticks, coalesce per (stream, tick type)
+DRAIN_SLICE = 2_000  # ticks delivered per dispatcher turn before yielding to queued events
 
 TICK_NAMES = {
     0: "bid_size", 1: "bid", 2: "ask", 3: "ask_size", 4: "last", 5: "last_size", 6: "high", 7: "low",
@@ -60,9 +67,11 @@ class MarketDataSubscription:
         self.req_id: Optional[int] = None
         self.active = True
         self.last_tick_at: Optional[float] = None  # wall time of the newest tick
-        self.last_tick_mono: Optional[float] = None
+        self.last_tick_mono: Optional[float] = None  # sampled by the staleness check
         self.requested_at_mono: Optional[float] = None
         self.ticks = 0
+        self._ticks_at_check = 0
+        self._blind = False
         self.restores = 0
         self.error: Optional[Tuple[int, str]] = None  # the last error the gateway sent for the stream
         self._accepted = threading.Event()  # first reply (or error) to the initial request
@@ -76,8 +85,7 @@ class MarketDataSubscription:
 
     @property
     def blind(self) -> bool:
-        with self._owner._lock:
-            return bool(self._gaps) and self._gaps[-1][1] is None
+        return self._blind
 
     def cancel(self) -> None:
         """Stop the stream (sends cancelMktData when connected). Idempotent."""
@@ -112,6 +120,13 @@ class SubscriptionManager:
         self._by_req: Dict[int, MarketDataSubscription] = {}
         self.restored_total = 0
         self.stale_rerequests = 0
+        self.coalesced = 0
+        self.callback_errors = 0
+        # Reader -> dispatcher hand-off: a deque (appends and pops are atomic) and one flag.
+        self._buffer: Deque[Tuple[MarketDataSubscription, int, Any, float]] = collections.deque()
+        self._overflow: Dict[Tuple[int, int], Tuple[MarketDataSubscription, int, Any, float]] = {}
+        self._overflow_lock = threading.Lock()
+        self._drain_scheduled = False
 
     # ------------------------------------------------------------ user side
 
@@ -162,8 +177,15 @@ class SubscriptionManager:
     def _open_gap(self, sub: MarketDataSubscription) -> None:
         now = self._clock.time()
         with self._lock:
-            if not sub._gaps or sub._gaps[-1][1] is not None:
+            if not sub._blind:
                 sub._gaps.append((now, None))
+                sub._blind = True
+
+    def _close_gap(self, sub: MarketDataSubscription, wall: float) -> None:
+        with self._lock:
+            if sub._blind:
+                sub._gaps[-1] = (sub._gaps[-1][0], wall)
+                sub._blind = False
 
     def on_session_lost(self) -> None:
         """The connection ended: every stream is blind until restored."""
@@ -175,9 +197,10 @@ class SubscriptionManager:
         for sub in subs:
             self._open_gap(sub)
 
-    def restore_all(self, reason: str) -> int:
-        """Re-request every active stream (after a reconnect, or 1101)."""
-        subs = self.active()
+    def restore_all(self, reason: str, only_lost: bool = False) -> int:
+        """Re-request every active stream (after 1101), or with ``only_lost`` those whose
+        request died with the connection (after a reconnect)."""
+        subs = [s for s in self.active() if not only_lost or s.req_id is None]
         for sub in subs:
             self._open_gap(sub)
             old = sub.req_id
@@ -203,6 +226,10 @@ class SubscriptionManager:
             return 0
         now = self._clock.monotonic()
         subs = self.active()
+        for sub in subs:  # sample tick counters instead of reading a clock on every tick
+            if sub.ticks != sub._ticks_at_check:
+                sub._ticks_at_check = sub.ticks
+                sub.last_tick_mono = now
         freshest = max((s.last_tick_mono or 0.0 for s in subs), default=0.0)
         if now - freshest >= self._staleness:
             return 0  # everything is quiet: a closed market, not a dead stream
@@ -248,22 +275,61 @@ class SubscriptionManager:
             self._open_gap(sub)
         return True
 
-    def on_tick(self, req_id: int, tick_type: int, value: Any) -> None:
+    def on_tick(self, req_id: int, tick_type: int, value: Any) -> bool:
+        """A tick from the reader; True if it belonged to one of our streams. Kept cheap: one
+        clock read, one append, and a drain scheduled only when none is pending."""
         sub = self._by_req.get(req_id)
         if sub is None:
-            return
+            return False
+        wall = self._clock.time()
+        sub.ticks += 1
+        sub.last_tick_at = wall
         if not sub._accepted.is_set():
             sub._accepted.set()
-        wall = self._clock.time()
-        sub.last_tick_mono = self._clock.monotonic()
-        sub.last_tick_at = wall
-        sub.ticks += 1
-        if sub._gaps and sub._gaps[-1][1] is None:
-            with self._lock:
-                if sub._gaps and sub._gaps[-1][1] is None:
-                    sub._gaps[-1] = (sub._gaps[-1][0], wall)
-        tick = Tick(sub.symbol, tick_type, TICK_NAMES.get(tick_type, str(tick_type)), float(value), wall)
-        self._dispatcher.submit_latest((sub.id, tick_type), _deliver, sub, tick)
+        if sub._blind:
+            self._close_gap(sub, wall)
+        item = (sub, tick_type, value, wall)
+        if len(self._buffer) < MAX_BUFFERED_TICKS:
+            self._buffer.append(item)
+        else:
+            with self._overflow_lock:
+                self._overflow[(sub.id, tick_type)] = item
+            self.coalesced += 1
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._dispatcher.submit(self._drain)
+        return True
+
+    def _drain(self) -> None:
+        """On the dispatcher: deliver buffered ticks in arrival order, a slice at a time."""
+        self._drain_scheduled = False  # first: a tick appended from now on schedules a new drain
+        buffer = self._buffer
+        for _ in range(DRAIN_SLICE):
+            try:
+                sub, tick_type, value, wall = buffer.popleft()
+            except IndexError:
+                break
+            self._deliver(sub, tick_type, value, wall)
+        else:
+            if buffer and not self._drain_scheduled:
+                self._drain_scheduled = True
+                self._dispatcher.submit(self._drain)  # yield to events queued meanwhile
+            return
+        if self._overflow:
+            with self._overflow_lock:
+                overflow, self._overflow = self._overflow, {}
+            for sub, tick_type, value, wall in overflow.values():
+                self._deliver(sub, tick_type, value, wall)
+
+    def _deliver(self, sub: MarketDataSubscription, tick_type: int, value: Any, wall: float) -> None:
+        if not sub.active:
+            return
+        try:
+            sub.on_tick(Tick(sub.symbol, tick_type, TICK_NAMES.get(tick_type, str(tick_type)), float(value), wall))
+        except Exception:
+            self.callback_errors += 1
+            if self.callback_errors <= 10 or self.callback_errors % 1000 == 0:
+                log.exception("on_tick callback for %s raised (%d so far); ignored", sub.symbol, self.callback_errors)
 
     def stats(self) -> Dict[str, Any]:
         subs = self.active()
@@ -272,9 +338,8 @@ class SubscriptionManager:
             "blind": sum(1 for s in subs if s.blind),
             "restored_total": self.restored_total,
             "stale_rerequests": self.stale_rerequests,
+            "buffered_ticks": len(self._buffer),
+            "coalesced": self.coalesced,
+            "callback_errors": self.callback_errors,
         }
 
-
-def _deliver(sub: MarketDataSubscription, tick: Tick) -> None:
-    if sub.active:
-        sub.on_tick(tick)

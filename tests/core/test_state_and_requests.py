@@ -54,7 +54,7 @@ def test_close_generation_fails_everything_pending_at_once() -> None:
     assert table.close_generation(3, lambda p: IBConnectionError(f"lost {p.kind}")) == 2
     for p, kind in ((a, "x"), (b, "y")):
         with pytest.raises(IBConnectionError, match=f"lost {kind}"):
-            p.future.result(timeout=0)
+            p.result(timeout=0.0)
     with pytest.raises(IBConnectionError):
         table.register("z")  # the generation is no longer live
     assert len(table) == 0
@@ -70,7 +70,7 @@ def test_a_late_reply_for_an_old_generation_is_not_delivered() -> None:
     assert table.get(old.key) is None
     assert table.get(new.key, generation=1) is None
     assert table.resolve(old.key, "stale") is False
-    assert not new.future.done()
+    assert not new.done()
 
 
 def test_wait_raises_our_timeout_and_forgets_the_request() -> None:
