@@ -98,16 +98,22 @@ class RawClient(EWrapper, EClient):
         self.join()
 
     def hang_up(self) -> None:
-        sock = getattr(self.conn, "socket", None) if self.conn is not None else None
+        """Close the socket and let ``run()`` drain its queue and disconnect by itself.
+
+        Calling ``disconnect()`` from here would reset the client while ``run()`` still
+        decodes queued messages (10.x then fails on ``serverVersion() is None``).
+        """
+        conn = self.conn
+        sock = getattr(conn, "socket", None) if conn is not None else None
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked in recv at once
             except OSError:
                 pass
-        if self.isConnected():
-            self.disconnect()
-        elif self.conn is not None:
-            self.conn.disconnect()
+        if conn is not None:
+            conn.disconnect()
+        if self._run_thread is None and self.conn is not None:
+            self.reset()  # run() never started: nothing else will
 
     def join(self) -> None:
         for thread in [self._run_thread, *self._reader_threads]:

@@ -63,13 +63,14 @@ def test_refuse_connections_gives_502_and_keeps_live_clients(gw: FakeGateway, cl
     assert [c.client_id for c in gw.connections] == [1]
 
 
-def test_refusal_ends_and_the_same_port_listens_again(gw: FakeGateway, clients) -> None:
+def test_refusal_ends_and_the_same_port_listens_again(gw: FakeGateway, client: RawClient, clients) -> None:
     port = gw.port
     gw.refuse_connections(0.3)
-    gw.wait_for(lambda: gw.listening, timeout=10.0)
+    gw.wait_for(lambda: gw.listening, timeout=10.0)  # rebinds despite the live connection
     assert gw.port == port
     c = clients()
     assert c.start(gw.port, client_id=2)
+    assert sorted(conn.client_id for conn in gw.connections) == [1, 2]
 
 
 def test_blackhole_silences_without_closing(gw: FakeGateway, client: RawClient) -> None:
