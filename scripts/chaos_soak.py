@@ -801,7 +801,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="seconds a call may overrun its deadline before it counts as late (default 2)")
     parser.add_argument("--cover-all-kinds", action="store_true",
                         help="keep injecting past --duration until every fault kind struck once")
-    parser.add_argument("--log-file", help="write the library's DEBUG log here")
+    parser.add_argument("--log-file", help="write the log here (ibapi's DEBUG log slows decoding down a lot)")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="the --log-file's level (default INFO)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.fault_interval, args.cover_all_kinds = 20.0, 0.5, True
@@ -814,8 +816,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         handler = logging.FileHandler(args.log_file, mode="w")
         handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s"))
         root.addHandler(handler)
-        root.setLevel(logging.DEBUG)
-        handler.setLevel(logging.DEBUG)
+        root.setLevel(args.log_level)
+        handler.setLevel(args.log_level)
     report = run_soak(args.seed, args.duration, args.fault_interval, deadline_margin=args.deadline_margin,
                       cover_all_kinds=args.cover_all_kinds)
     print(f"$ python scripts/chaos_soak.py {' '.join(argv if argv is not None else sys.argv[1:])}")

@@ -12,8 +12,9 @@ and cancels it.
 Without them it starts an embedded simulator and runs the same checks plus the full fault set
 of ``tests/test_connection_resilience.py``: drops before send, after send before the
 acknowledgement, after the acknowledgement, between a bracket's parent and children, an
-unknown fate, a cancel during a drop, a cancel of a filled order, ids across a restart, and
-streams restored after a drop and after 1101.
+unknown fate, a cancel during a drop, a cancel of a filled order, ids across a restart, orders
+held through an upstream outage (or refused at once when so configured), and streams restored
+after a drop and after 1101.
 
 Exit code 0 when every scenario passed (skips allowed), 1 otherwise.
 
@@ -410,6 +411,36 @@ def ids_across_restart(target: Target) -> str:
     return f"{first.order_ids} then {second.order_ids}, no 103"
 
 
+def orders_wait_out_an_upstream_outage(target: Target) -> str:
+    gw = sim(target)
+    client = target.client()
+    gw.upstream_outage(1.0, data_lost=False)
+    expect(client._manager.wait_for_upstream(WAIT, ok=False), "1100 never arrived")
+    expect(client.state is ConnectionState.CONNECTED, f"state {client.state.name} during 1100")
+    call = InThread(lambda: far_bracket(client, target))  # held until 1102, then placed
+    while gw.upstream_down:
+        expect(gw.orders == [], "an order reached the gateway during the outage")
+        time.sleep(0.01)  # sampling the book while the outage lasts
+    result = call.join()
+    check_book(gw, result)
+    return f"held through 1100, placed after 1102: {result.order_ids}"
+
+
+def orders_fail_at_once_during_an_outage_when_configured(target: Target) -> str:
+    gw = sim(target)
+    client = target.client(orders={"hold_during_upstream_outage": False})
+    gw.upstream_outage(30.0, data_lost=True)
+    expect(client._manager.wait_for_upstream(WAIT, ok=False), "1100 never arrived")
+    try:
+        far_bracket(client, target)
+    except IBConnectionError as exc:
+        expect("1100" in str(exc), f"IBConnectionError without the reason: {exc}")
+    else:
+        raise AssertionError("an order call during 1100 did not raise IBConnectionError")
+    expect(live_refs(gw) == {}, f"something was booked: {live_refs(gw)}")
+    return "IBConnectionError (1100) at once, nothing booked"
+
+
 def streams_restored(target: Target) -> str:
     gw = sim(target)
     client = target.client()
@@ -450,7 +481,8 @@ COMMON: List[Callable[[Target], str]] = [
 ]
 SIM_ONLY: List[Callable[[Target], str]] = [
     drop_before_send, drop_after_send_before_ack, drop_after_ack, drop_between_parent_and_children, unknown_fate,
-    cancel_during_drop, cancel_of_filled, ids_across_restart, streams_restored,
+    cancel_during_drop, cancel_of_filled, ids_across_restart, orders_wait_out_an_upstream_outage,
+    orders_fail_at_once_during_an_outage_when_configured, streams_restored,
 ]
 
 
@@ -516,7 +548,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         started = time.monotonic()
         verdict, detail = run_scenario(scenario, make_target)
         failures += verdict == "FAIL"
-        print(f"{verdict:<4} {scenario.__name__:<40} {time.monotonic() - started:6.2f} s  {detail}", flush=True)
+        print(f"{verdict:<4} {scenario.__name__:<52} {time.monotonic() - started:6.2f} s  {detail}", flush=True)
     print(f"{len(scenarios) - failures} of {len(scenarios)} passed or skipped; {failures} failed")
     return 1 if failures else 0
 
