@@ -94,6 +94,7 @@ class MetricsExporter(Collector):
         yield from self._counters(status)
         yield from self._errors(status)
         yield from self._breakers(status.get("circuit_breakers"))
+        yield from self._orders_and_streams(status)
 
     def _connection(self, status: Mapping[str, Any]) -> Iterator[Metric]:
         current = str(status.get("state", ""))
@@ -163,6 +164,18 @@ class MetricsExporter(Collector):
         yield state
         yield failures
         yield opened
+
+    def _orders_and_streams(self, status: Mapping[str, Any]) -> Iterator[Metric]:
+        if "open_orders" in status:
+            yield self._gauge("open_orders", "Orders acknowledged by the gateway and not yet done.", _num(status["open_orders"]))
+        subs = status.get("subscriptions")
+        if not isinstance(subs, Mapping):
+            return
+        yield self._gauge("subscriptions_active", "Market data subscriptions held.", _num(subs.get("active")))
+        yield self._gauge("subscriptions_blind", "Subscriptions currently without data (lost, not yet restored).", _num(subs.get("blind")))
+        yield self._counter("subscriptions_restored", "Streams re-requested after a reconnect or 1101.", _num(subs.get("restored_total")))
+        yield self._counter("subscriptions_stale_rerequests", "Streams re-requested because they went silent.", _num(subs.get("stale_rerequests")))
+        yield self._counter("ticks_coalesced", "Ticks replaced by newer ones because a callback fell far behind.", _num(subs.get("coalesced")))
 
     # ------------------------------------------------------------------ helpers
 

@@ -76,14 +76,22 @@ def test_scraped_over_http_through_a_drop(client: tuple) -> None:
         breaker = ("ib_resilience_circuit_breaker_state", (bot, ("operation", "place_bracket_order"), ("state", "closed")))
         assert first[breaker] == 1.0
         assert ("ib_resilience_latency_seconds", (bot,)) in first
+        assert first[("ib_resilience_open_orders", (bot,))] == 0.0
+        assert first[("ib_resilience_subscriptions_active", (bot,))] == 0.0
 
         back = threading.Event()
+        ticking_again = threading.Event()
         c.add_state_listener(
             lambda old, new, reason: back.set() if (old, new) == (ConnectionState.RECONNECTING, ConnectionState.CONNECTED) else None
         )
+        c.subscribe_market_data("AAPL", lambda tick: ticking_again.set() if back.is_set() else None)
+        assert scrape(port)[("ib_resilience_subscriptions_active", (bot,))] == 1.0
         gw.drop_connections()
         assert back.wait(15.0)
+        assert ticking_again.wait(15.0)  # the stream was restored on the new session
         second = scrape(port)
+        assert second[("ib_resilience_subscriptions_restored_total", (bot,))] >= 1.0
+        assert second[("ib_resilience_subscriptions_active", (bot,))] == 1.0
         assert second[("ib_resilience_connections_total", (bot,))] == 2.0
         assert second[("ib_resilience_disconnections_total", (bot,))] == 1.0
         assert second[("ib_resilience_connected", (bot,))] == 1.0
