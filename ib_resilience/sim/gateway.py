@@ -377,6 +377,21 @@ class FakeGateway:
         with self._lock:
             self.market.extra_tick_rate = max(0, int(ticks_per_second))
 
+    def silence_market_data(self, symbol: str) -> int:
+        """Stop streaming ``symbol`` to every client without a word (a stream that silently
+        dies, as real ones sometimes do); returns how many streams went quiet."""
+        with self._lock:
+            return self.market.silence(symbol)
+
+    def set_live_data_subscribed(self, symbol: str, subscribed: bool) -> None:
+        """Whether the account has live data for ``symbol``. Without it a live request gets
+        error 354; after ``reqMarketDataType(3)`` (delayed) it is served delayed ticks."""
+        with self._lock:
+            if subscribed:
+                self.market.unsubscribed.discard(symbol)
+            else:
+                self.market.unsubscribed.add(symbol)
+
     def hold_order_acks(self, hold: bool = True) -> None:
         """While held, new orders are booked (and visible in ``gw.orders``) but nothing is sent
         back to the client; releasing sends the held acknowledgements."""

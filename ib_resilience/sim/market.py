@@ -146,6 +146,9 @@ class Market:
         self._rngs: Dict[str, random.Random] = {}
         self._subs: Dict[Tuple[int, int], Subscription] = {}
         self._burst_seq = 0
+        # Symbols whose live data the account is not subscribed to: a live request gets 354,
+        # a delayed one (market data type 3/4) is served delayed ticks.
+        self.unsubscribed: Set[str] = set()
         names = list(symbols) if symbols is not None else list(DEFAULT_SYMBOLS)
         for sym in names:
             start, primary, long_name = DEFAULT_SYMBOLS.get(sym, (100.0, "NASDAQ", f"{sym} SIMULATED"))
@@ -300,6 +303,13 @@ class Market:
 
     # ------------------------------------------------------------ subscriptions
 
+    def silence(self, key: str) -> int:
+        """Stop streaming ``key`` to every client without telling them; how many streams."""
+        doomed = [k for k, sub in self._subs.items() if not sub.snapshot and sub.key == key]
+        for k in doomed:
+            del self._subs[k]
+        return len(doomed)
+
     def subscriptions_for(self, key: str) -> List[Subscription]:
         return [s for s in self._subs.values() if not s.snapshot and (s.key == key or any(k == key for k, _ in s.legs))]
 
@@ -409,6 +419,9 @@ class Market:
                     gw.send(session, P.err_msg(req_id, 200, P.ERROR_TEXTS[200]))
                     return
                 key = found[0].key
+            if key in self.unsubscribed and session.market_data_type in (1, 2):
+                gw.send(session, P.err_msg(req_id, 354, P.ERROR_TEXTS[354]))
+                return
             if (session.serial, req_id) in self._subs:
                 gw.send(session, P.err_msg(req_id, 322, f"Error processing request:Duplicate ticker id {req_id}"))
                 return

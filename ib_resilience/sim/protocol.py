@@ -98,6 +98,7 @@ ERROR_TEXTS = {
     202: "Order Canceled - reason:",
     300: "Can't find EId with tickerId:{req_id}",
     326: "Unable to connect as the client id is already in use. Retry with a unique client id.",
+    354: "Requested market data is not subscribed.",
     1100: "Connectivity between IB and Trader Workstation has been lost.",
     1101: "Connectivity between IB and TWS has been restored- data lost.",
     1102: "Connectivity between IB and TWS has been restored- data maintained.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import pytest
 
@@ -34,3 +35,17 @@ def test_bad_arguments_raise_value_error_before_sending(client: IBClient, gw: Fa
     with pytest.raises(ValueError):
         client.get_current_price(**kwargs)
     assert gw.messages_received(1) == before
+
+
+def test_falls_back_to_delayed_data_when_live_is_not_subscribed(client: IBClient, gw: FakeGateway) -> None:
+    gw.set_live_data_subscribed("AAPL", False)
+    assert client.get_current_price("AAPL") > 0
+    assert gw.errors_sent.get(354, 0) == 1  # tried live once, then delayed
+
+
+def test_no_fallback_when_disabled(make_client: Callable[..., IBClient], gw: FakeGateway) -> None:
+    client = make_client(market_data={"delayed_fallback": False})
+    gw.set_live_data_subscribed("AAPL", False)
+    with pytest.raises(IBRequestError) as info:
+        client.get_current_price("AAPL")
+    assert info.value.code == 354

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import List
+import time
+from typing import Callable, List
 
 import pytest
 
@@ -105,3 +106,35 @@ def test_1101_restores_streams_and_1102_keeps_them(client: IBClient, streaming: 
     assert ticks.wait_more(seen + 3)
     assert sub.restores == restores + 1  # 1102: data kept, nothing re-requested
     assert client.get_connection_status()["upstream_ok"] is True
+
+
+def test_a_stream_that_goes_silent_while_others_tick_is_re_requested(
+    make_client: Callable[..., IBClient], streaming: FakeGateway
+) -> None:
+    client = make_client(subscriptions={"staleness_timeout": 0.3}, heartbeat_interval=0.1)
+    quiet, busy = Ticks(), Ticks()
+    sub = client.subscribe_market_data("MSFT", quiet)
+    client.subscribe_market_data("AAPL", busy)
+    assert quiet.wait_more(3) and busy.wait_more(3)
+    assert streaming.silence_market_data("MSFT") == 1
+    seen = len(quiet)
+    assert quiet.wait_more(seen + 3, timeout=15)  # re-requested by the staleness check, ticking again
+    assert client.get_connection_status()["subscriptions"]["stale_rerequests"] >= 1
+    assert len(sub.gaps) == 1 and sub.gaps[0][1] is not None
+
+
+def test_nothing_is_re_requested_when_every_stream_is_quiet(
+    make_client: Callable[..., IBClient], gw: FakeGateway
+) -> None:
+    gw.set_tick_interval(3600.0)  # a closed market: nobody ticks
+    client = make_client(subscriptions={"staleness_timeout": 0.2}, heartbeat_interval=0.05)
+    client.subscribe_market_data("MSFT", Ticks())
+    # Eleven answered heartbeats (0.05 s apart) later the staleness check has run again and again,
+    # well past the 0.2 s staleness timeout (the watchdog runs it at every wake).
+    beats = set()
+    deadline = time.monotonic() + 15
+    while len(beats) < 12 and time.monotonic() < deadline:
+        beats.add(client.get_connection_status()["last_heartbeat_at"])
+        time.sleep(0.02)  # sampling a timestamp the watchdog writes
+    assert len(beats) >= 12
+    assert client.get_connection_status()["subscriptions"]["stale_rerequests"] == 0

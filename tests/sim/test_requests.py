@@ -92,6 +92,24 @@ def test_random_walk_streams_by_itself(gw: FakeGateway, client: RawClient) -> No
     client.wait_for(lambda: len({a[2] for a in client.named("tickPrice") if a[0] == 12 and a[1] == 4}) >= 3)
 
 
+def test_live_data_not_subscribed_is_354_and_delayed_is_served(gw: FakeGateway, client: RawClient) -> None:
+    gw.set_live_data_subscribed("AAPL", False)
+    client.reqMktData(15, stock(), "", True, False, [])
+    assert client.wait_error(354)[0] == 15
+    client.reqMarketDataType(3)
+    client.reqMktData(16, stock(), "", True, False, [])
+    client.wait_event("tickSnapshotEnd", lambda a: a[0] == 16)
+    assert {t for r, t, _, _ in client.named("tickPrice") if r == 16} >= {66, 67, 68}
+
+
+def test_a_silenced_stream_stops_without_a_word(gw: FakeGateway, client: RawClient) -> None:
+    client.reqMktData(17, stock("MSFT"), "", False, False, [])
+    client.wait_event("tickPrice", lambda a: a[0] == 17)
+    assert gw.silence_market_data("MSFT") == 1
+    assert gw.market.subscription_count() == 0
+    assert not client.has("error", lambda a: a[0] == 17)
+
+
 def test_market_data_type_delayed(gw: FakeGateway, client: RawClient) -> None:
     client.reqMarketDataType(3)
     client.reqMktData(13, stock(), "", True, False, [])
