@@ -11,7 +11,8 @@ again (connected, upstream up, every subscription ticking).
 
 At the end it checks the invariants and prints a table; the exit code is 1 if any failed:
 
-* no orderRef is booked twice in the simulator's book;
+* no orderRef is booked twice in the simulator's book; no order id is reused (no 103) and the
+  gateway's pacing limit is never hit (no 100);
 * every call returned, or raised one of our exceptions, within its deadline (+ a margin);
 * every order the caller was told was placed is in the book; every cancel told ok is cancelled;
 * every fault was recovered from, and every subscription ticks again after the final recovery
@@ -753,6 +754,12 @@ def _book_invariants(report: SoakReport, invariants: List[Invariant], gw: FakeGa
                   for c in bot.cancelled if c.order_id not in by_id or by_id[c.order_id].is_open]
     invariants.append(Invariant(f"all {len(bot.cancelled)} cancels reported ok are cancelled in the book",
                                 not still_open, ", ".join(still_open[:5])))
+
+    sent = gw.errors_sent
+    invariants.append(Invariant("order ids never reused (the gateway never sent 103)", not sent.get(103),
+                                f"103 sent {sent.get(103)} time(s)" if sent.get(103) else ""))
+    invariants.append(Invariant("never over the gateway's pacing limit (no 100)", not sent.get(100),
+                                f"100 sent {sent.get(100)} time(s)" if sent.get(100) else ""))
 
     in_book = sum(1 for ref in bot.unknown_refs if ref in by_ref)
     report.info["orders"] = (f"{len(book)} booked, {sum(1 for o in book if o.is_open)} working at the end, "

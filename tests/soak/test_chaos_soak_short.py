@@ -41,6 +41,8 @@ EXPECTED_INVARIANTS = (
     "no exception escaped any thread",
     "calls returned or raised one of our exceptions",
     "within its deadline",
+    "order ids never reused",
+    "pacing limit",
 )
 
 
