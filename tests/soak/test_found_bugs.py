@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import pytest
 
-from ib_resilience import IBClient
+from ib_resilience import IBClient, OrderStateUnknownError
 from ib_resilience.sim import FakeGateway
 
 
@@ -63,5 +63,30 @@ def test_a_cancel_held_by_the_pacer_across_a_drop_is_reconciled() -> None:
         assert call.result.status in ("Cancelled", "ApiCancelled")
         assert not any(o.order_id == parent and o.is_open for o in gw.orders)
     finally:
+        client.disconnect()
+        gw.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="Submitter._await_acks raises RequestTimeoutError without the orderRef when the acknowledgements do "
+           "not arrive before the deadline on a connection that stays up; the orders are live at the gateway and "
+           "the caller cannot find them (issue 5: an unlearnable fate is OrderStateUnknownError carrying orderRef)",
+)
+def test_an_unacknowledged_order_on_a_live_connection_is_an_unknown_fate_with_its_key() -> None:
+    gw = FakeGateway(seed=11, handshake_timeout=5.0, frame_timeout=2.0).start()
+    # Slow heartbeats: the connection stays up, only the acknowledgements are missing.
+    client = IBClient(config={"port": gw.port, "client_id": 7, "heartbeat_interval": 30.0,
+                              "heartbeat_timeout": 10.0, "connect_timeout": 10.0}, rng=random.Random(9))
+    try:
+        assert client.connect(timeout=30)
+        gw.hold_order_acks(True)
+        with pytest.raises(OrderStateUnknownError) as info:
+            client.place_bracket_order("AAPL", "BUY", 10, 100.0, 110.0, 95.0, timeout=1.0)
+        booked = {o.order_ref for o in gw.orders}
+        assert info.value.order_ref in booked, (info.value.order_ref, booked)
+    finally:
+        gw.hold_order_acks(False)
         client.disconnect()
         gw.close()
