@@ -170,7 +170,7 @@ class PhaseResult:
 
 
 class Demo:
-    """The ``demo`` command: one simulator, one client, one bracket order, four faults."""
+    """The ``demo`` command: one simulator, one client, one bracket order, one stream, four faults."""
 
     def __init__(
         self,
@@ -196,6 +196,8 @@ class Demo:
         self._t0 = time.monotonic()
         self._order_ids: Tuple[int, ...] = ()
         self._stop = threading.Event()
+        self._ticks = 0  # market data ticks received on the demo's stream
+        self._subscription: Any = None
 
     # ------------------------------------------------------------------ output
 
@@ -222,6 +224,7 @@ class Demo:
             f" latency {st.get('average_latency_ms', 0.0):6.1f} ms  quality {st.get('connection_quality', '?'):<9}"
             f" conns {st.get('total_connections', 0)} drops {st.get('total_disconnections', 0)}"
             f"  breakers {breaker_text}  orders {working}/{len(self._order_ids)} working"
+            f"  ticks {self._ticks}{' (blind)' if self._subscription is not None and self._subscription.blind else ''}"
         )
 
     def _ticker(self, client: IBClient, gw: FakeGateway) -> None:
@@ -288,7 +291,7 @@ class Demo:
             self.say(f"  could not connect: {client.get_connection_status().get('last_error')}")
             return False
         self.say(f"  connected as client id {client.config.client_id}")
-        if not self._place_bracket(client):
+        if not self._place_bracket(client) or not self._subscribe(client):
             return False
         phases: List[Tuple[str, str, Callable[[], None], bool]] = [
             ("drop", "the gateway closes every connection (FIN)", gw.drop_connections, True),
@@ -300,8 +303,8 @@ class Demo:
             ),
             (
                 "upstream outage",
-                f"the gateway loses IB for {self.outage_seconds:g} s (1100, then 1102); socket stays up",
-                lambda: gw.upstream_outage(self.outage_seconds, data_lost=False),
+                f"the gateway loses IB for {self.outage_seconds:g} s (1100, then 1101: market data lost); socket stays up",
+                lambda: gw.upstream_outage(self.outage_seconds, data_lost=True),
                 False,
             ),
             (
@@ -333,6 +336,30 @@ class Demo:
         for label, leg in legs:
             self.say(f"  {label:<12} order {leg.order_id}: {leg.status}")
         return True
+
+    def _on_tick(self, tick: Any) -> None:
+        with self._cond:
+            self._ticks += 1
+            self._cond.notify_all()
+
+    def _subscribe(self, client: IBClient) -> bool:
+        self.say(f"\n== market data stream on {self.symbol}")
+        try:
+            self._subscription = client.subscribe_market_data(self.symbol, self._on_tick)
+        except Exception as exc:
+            self.say(f"  FAILED: {type(exc).__name__}: {exc}")
+            return False
+        if not self._ticking(client):
+            self.say("  FAILED: no tick arrived")
+            return False
+        self.say(f"  streaming: {self._ticks} tick(s) so far")
+        return True
+
+    def _ticking(self, client: IBClient) -> bool:
+        """True once a tick arrives after this call (the stream is live)."""
+        with self._cond:
+            seen = self._ticks
+        return self._wait(lambda: self._ticks > seen, self.fault_timeout)
 
     def _phase(self, client: IBClient, gw: FakeGateway, name: str, what: str, inject: Callable[[], None], drops: bool) -> PhaseResult:
         result = PhaseResult(name)
@@ -372,13 +399,17 @@ class Demo:
             result.note = "the socket was dropped although only upstream failed"
             self.say(f"  FAILED: {result.note}")
             return result
+        if not self._ticking(client):
+            result.note = f"market data did not resume within {self.fault_timeout:g} s"
+            self.say(f"  FAILED: {result.note}")
+            return result
         problem = self._orders_problem(gw)
         if problem:
             result.note = problem
             self.say(f"  FAILED: {problem}")
             return result
         result.ok = True
-        result.note = "reconnected; orders intact" if drops else "stayed connected; orders intact"
+        result.note = ("reconnected" if drops else "stayed connected") + "; orders intact; data flowing"
         self.say(
             f"  recovered: detected after {result.detected_after:.2f} s, healthy again after "
             f"{result.recovered_after:.2f} s; {result.note}"
@@ -439,6 +470,14 @@ class Demo:
             "last_error",
         ]
         self.say(_table([("status", "value"), *((k, _fmt(st.get(k))) for k in keys if k in st)]))
+        sub = self._subscription
+        if sub is not None:
+            gaps = [(a, b) for a, b in sub.gaps if b is not None]
+            blind = sum(b - a for a, b in gaps)
+            self.say(
+                f"\n  market data on {self.symbol}: {self._ticks} ticks; blind {len(gaps)} time(s), "
+                f"{blind:.1f} s in total (the subscription's gaps)"
+            )
         breakers = st.get("circuit_breakers") or {}
         if breakers:
             self.say("")
@@ -452,7 +491,7 @@ class Demo:
                 )
             )
         self.say(
-            f"\nresult: {'every fault recovered; orders intact' if ok else 'NOT everything recovered'} "
+            f"\nresult: {'every fault recovered; orders intact; data flowing' if ok else 'NOT everything recovered'} "
             f"(took {self._elapsed():.1f} s)"
         )
 
@@ -507,13 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="simulator + client + bracket order through four gateway faults (< 1 minute)",
+        help="simulator + client + bracket order + stream through four gateway faults (< 1 minute)",
         description=(
-            "Start the gateway simulator, connect a client, place a bracket order, then inject a "
-            "connection drop, a blackhole, an upstream (gateway to IB) outage and a gateway restart, "
-            "printing one status line per second. Ends with a status table; exit 0 only when every "
-            "fault was recovered from and the orders survived. Uses short heartbeat and backoff "
-            "settings so that it finishes in well under a minute."
+            "Start the gateway simulator, connect a client, place a bracket order and stream market "
+            "data, then inject a connection drop, a blackhole, an upstream (gateway to IB) outage and "
+            "a gateway restart, printing one status line per second. Ends with a status table; exit 0 "
+            "only when every fault was recovered from, the orders survived and market data flows "
+            "again. Uses short heartbeat and backoff settings so that it finishes in well under a minute."
         ),
     )
     demo.add_argument("--symbol", default="AAPL", help="stock to trade in the simulator (default: AAPL)")

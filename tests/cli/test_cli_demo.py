@@ -19,7 +19,8 @@ def test_demo_recovers_from_every_fault_and_exits_0() -> None:
     for fault in ("drop", "blackhole", "upstream outage", "gateway restart"):
         assert f"== fault: {fault}" in out
     assert "short on purpose" in out  # it says that its settings are not production settings
-    assert "every fault recovered; orders intact" in out
+    assert "every fault recovered; orders intact; data flowing" in out
+    assert "market data on AAPL:" in out
     assert "FAILED" not in out
     assert out.count("  t+") >= 5  # live status lines (and transitions) while it runs
 
