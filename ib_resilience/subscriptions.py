@@ -20,8 +20,8 @@ import collections
 import itertools
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+import time
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from ibapi.contract import Contract
 
@@ -40,9 +40,8 @@ TICK_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class Tick:
-    """One market data update."""
+class Tick(NamedTuple):
+    """One market data update (a named tuple: built once per tick, so it must be cheap)."""
 
     symbol: str
     tick_type: int
@@ -75,6 +74,7 @@ class MarketDataSubscription:
         self.restores = 0
         self.error: Optional[Tuple[int, str]] = None  # the last error the gateway sent for the stream
         self._accepted = threading.Event()  # first reply (or error) to the initial request
+        self._pending_accept = True  # a plain flag in front of the Event for the hot path
         self._gaps: List[Tuple[float, Optional[float]]] = []
 
     @property
@@ -127,6 +127,8 @@ class SubscriptionManager:
         self._overflow: Dict[Tuple[int, int], Tuple[MarketDataSubscription, int, Any, float]] = {}
         self._overflow_lock = threading.Lock()
         self._drain_scheduled = False
+        # The system clock's time() is Python around a C call; read the C call directly then.
+        self._now: Callable[[], float] = time.time if type(clock) is Clock else clock.time
 
     # ------------------------------------------------------------ user side
 
@@ -259,7 +261,8 @@ class SubscriptionManager:
     def on_accepted(self, req_id: int) -> None:
         """Any reply for the stream (tick parameters, data type, a tick) means it was accepted."""
         sub = self._by_req.get(req_id)
-        if sub is not None and not sub._accepted.is_set():
+        if sub is not None and sub._pending_accept:
+            sub._pending_accept = False
             sub._accepted.set()
 
     def on_error(self, req_id: int, code: int, text: str) -> bool:
@@ -268,7 +271,8 @@ class SubscriptionManager:
         if sub is None:
             return False
         sub.error = (code, text)
-        if not sub._accepted.is_set():
+        if sub._pending_accept:
+            sub._pending_accept = False
             sub._accepted.set()  # the subscriber's wait ends with this error
         else:
             log.warning("market data for %s: gateway error %d: %s", sub.symbol, code, text)
@@ -276,24 +280,25 @@ class SubscriptionManager:
         return True
 
     def on_tick(self, req_id: int, tick_type: int, value: Any) -> bool:
-        """A tick from the reader; True if it belonged to one of our streams. Kept cheap: one
-        clock read, one append, and a drain scheduled only when none is pending."""
+        """A tick from the reader; True if it belonged to one of our streams. The hottest code
+        in the library: one clock read, one append, a drain scheduled only when none is."""
         sub = self._by_req.get(req_id)
         if sub is None:
             return False
-        wall = self._clock.time()
+        wall = self._now()
         sub.ticks += 1
         sub.last_tick_at = wall
-        if not sub._accepted.is_set():
+        if sub._pending_accept:
+            sub._pending_accept = False
             sub._accepted.set()
         if sub._blind:
             self._close_gap(sub, wall)
-        item = (sub, tick_type, value, wall)
-        if len(self._buffer) < MAX_BUFFERED_TICKS:
-            self._buffer.append(item)
+        buffer = self._buffer
+        if len(buffer) < MAX_BUFFERED_TICKS:
+            buffer.append((sub, tick_type, value, wall))
         else:
             with self._overflow_lock:
-                self._overflow[(sub.id, tick_type)] = item
+                self._overflow[(sub.id, tick_type)] = (sub, tick_type, value, wall)
             self.coalesced += 1
         if not self._drain_scheduled:
             self._drain_scheduled = True
