@@ -478,6 +478,7 @@ class FaultInjector:
         self.recovery_timeout = recovery_timeout
         self.t0 = t0
         self.records: List[FaultRecord] = []
+        self.struck_at = 0.0  # when the current fault took effect: recovery is timed from here
         self.stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -523,9 +524,10 @@ class FaultInjector:
             mark = self.transitions.mark()
             record = FaultRecord(kind, time.monotonic() - self.t0)
             self.records.append(record)
-            injected = time.monotonic()
+            injected = self.struck_at = time.monotonic()
             try:
                 record.detail = self.inject(kind)
+                injected = self.struck_at  # held_acks_drop strikes once an order is in flight
             finally:
                 self.gw.set_latency(0.0)
                 self.gw.hold_order_acks(False)
@@ -567,6 +569,7 @@ class FaultInjector:
                 detail = "an order was in flight"
             except TimeoutError:
                 detail = "no order in flight"
+            self.struck_at = time.monotonic()
             gw.drop_connections()
             gw.hold_order_acks(False)
             return detail
