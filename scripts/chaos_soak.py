@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ib_resilience import IBClient, IBResilienceError, OrderCancelError
+from ib_resilience import IBClient, IBResilienceError, OrderCancelError, OrderStateUnknownError
 from ib_resilience.operations import BracketResult, OrderResult
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
@@ -420,7 +420,7 @@ class Bot:
             with self._lock:
                 self.placed.append(result)
             self._live.append(result)
-        elif getattr(result, "order_ref", None):
+        elif isinstance(result, OrderStateUnknownError) and result.order_ref:
             with self._lock:
                 self.unknown_refs.append(result.order_ref)
 
