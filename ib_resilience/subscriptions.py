@@ -152,11 +152,15 @@ class SubscriptionManager:
             if req_id is not None:
                 self._by_req.pop(req_id, None)
             sub.req_id = None
-        if req_id is not None:
-            try:
-                self._cancel(req_id)
-            except Exception as exc:  # the gateway forgets it with the connection anyway
-                log.info("cancelMktData(%d) not sent: %s", req_id, exc)
+        self._cancel_quietly(req_id)
+
+    def _cancel_quietly(self, req_id: Optional[int]) -> None:
+        if req_id is None:
+            return
+        try:
+            self._cancel(req_id)
+        except Exception as exc:  # a gateway forgets a stream with its connection anyway
+            log.info("cancelMktData(%d) not sent: %s", req_id, exc)
 
     def active(self) -> List[MarketDataSubscription]:
         with self._lock:
@@ -205,12 +209,7 @@ class SubscriptionManager:
         subs = [s for s in self.active() if not only_lost or s.req_id is None]
         for sub in subs:
             self._open_gap(sub)
-            old = sub.req_id
-            if old is not None:
-                try:
-                    self._cancel(old)
-                except Exception as exc:
-                    log.info("cancelMktData(%d) not sent: %s", old, exc)
+            self._cancel_quietly(sub.req_id)
             sub.restores += 1
             self._request(sub)
         if subs:
@@ -243,12 +242,7 @@ class SubscriptionManager:
             log.warning("market data for %s silent for %.1f s while others tick; re-requesting", sub.symbol,
                         now - (sub.last_tick_mono or sub.requested_at_mono or now))
             self._open_gap(sub)
-            old = sub.req_id
-            if old is not None:
-                try:
-                    self._cancel(old)
-                except Exception as exc:
-                    log.info("cancelMktData(%d) not sent: %s", old, exc)
+            self._cancel_quietly(sub.req_id)
             self._request(sub)
         self.stale_rerequests += len(stale)
         return len(stale)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from ib_resilience.client import IBClient
 from ib_resilience.state import ConnectionState
@@ -56,3 +56,27 @@ class Recorder:
     def wait(self, new: ConnectionState, count: int = 1, timeout: float = 15.0) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: sum(1 for _, n, _ in self.seen if n is new) >= count, timeout)
+
+
+def drop_while_pending(client: IBClient, cut: Callable[[], None], call: Callable[[], Any],
+                       timeout: float = 10.0) -> BaseException:
+    """Run ``call`` on a thread; once its request is pending, ``cut()`` the connection; return
+    what the call raised (it must end within ``timeout``, far below any request timeout)."""
+    outcome: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while client.get_connection_status()["pending_requests"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # sampling the pending table: the request is registered on another thread
+    cut()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the call did not end when its connection dropped"
+    assert len(outcome) == 1, "the call returned although its connection dropped"
+    return outcome[0]

@@ -6,10 +6,9 @@ book: exactly the orders the caller was told about, none twice.
 from __future__ import annotations
 
 import collections
-import random
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import pytest
 
@@ -23,32 +22,17 @@ from ib_resilience import (
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
 
-from resilient import FAST, Recorder
+from resilient import Recorder
 
 
 @pytest.fixture
-def gw() -> Iterator[FakeGateway]:
-    gateway = FakeGateway(seed=11, handshake_timeout=5.0, frame_timeout=2.0)
-    gateway.start()
-    yield gateway
-    gateway.close()
-
-
-@pytest.fixture
-def make_client(gw: FakeGateway) -> Iterator[Callable[..., IBClient]]:
-    made: List[IBClient] = []
-
+def make_client(new_client: Callable[..., IBClient]) -> Callable[..., IBClient]:
     def make(**overrides: Any) -> IBClient:
-        cfg: Dict[str, Any] = dict(FAST, port=gw.port, client_id=7, request_timeout=20.0)
-        cfg.update(overrides)
-        client = IBClient(config=cfg, rng=random.Random(9))
-        made.append(client)
+        client = new_client(**{"client_id": 7, "request_timeout": 20.0, **overrides})
         assert client.connect()
         return client
 
-    yield make
-    for client in made:
-        client.disconnect()
+    return make
 
 
 def live_refs(gw: FakeGateway) -> Dict[str, int]:

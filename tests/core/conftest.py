@@ -1,37 +1,14 @@
-"""Fixtures: a simulated gateway and resilient clients with short intervals."""
+"""The connection core's tests build their clients unconnected."""
 
 from __future__ import annotations
 
-import random
-from typing import Any, Callable, Iterator, List
+from typing import Callable
 
 import pytest
 
 from ib_resilience.client import IBClient
-from ib_resilience.sim import FakeGateway
-
-from resilient import FAST
 
 
 @pytest.fixture
-def gw() -> Iterator[FakeGateway]:
-    gateway = FakeGateway(seed=7, handshake_timeout=5.0, frame_timeout=2.0)
-    gateway.start()
-    yield gateway
-    gateway.close()
-
-
-@pytest.fixture
-def make_client(gw: FakeGateway) -> Iterator[Callable[..., IBClient]]:
-    made: List[IBClient] = []
-
-    def make(**overrides: Any) -> IBClient:
-        cfg = dict(FAST, port=gw.port, client_id=overrides.pop("client_id", 1))
-        cfg.update(overrides)
-        client = IBClient(config=cfg, rng=random.Random(3))
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.disconnect()
+def make_client(new_client: Callable[..., IBClient]) -> Callable[..., IBClient]:
+    return new_client

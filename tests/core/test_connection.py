@@ -14,7 +14,7 @@ from ib_resilience.errors import IBConnectionError, RequestTimeoutError
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
 
-from resilient import Recorder, wait_threads_back
+from resilient import Recorder, drop_while_pending, wait_threads_back
 
 S = ConnectionState
 
@@ -159,24 +159,8 @@ def test_pending_request_fails_at_once_when_the_connection_drops(
     client = make_client(request_timeout=60.0, heartbeat_interval=30.0)
     assert client.connect()
     gw.set_latency(30.0)  # the reply would come far beyond the test's patience
-    outcome: List[BaseException] = []
-
-    def call() -> None:
-        try:
-            client.get_current_time()
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
-            outcome.append(exc)
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while client.get_connection_status()["pending_requests"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    gw.drop_connections()
-    thread.join(timeout=10.0)  # far below the 60 s request timeout
-    assert not thread.is_alive()
-    assert len(outcome) == 1 and isinstance(outcome[0], IBConnectionError)
-    assert not isinstance(outcome[0], RequestTimeoutError)
+    error = drop_while_pending(client, gw.drop_connections, client.get_current_time)
+    assert isinstance(error, IBConnectionError) and not isinstance(error, RequestTimeoutError)
 
 
 def test_garbage_from_the_gateway_is_survived(make_client: Callable[..., IBClient], gw: FakeGateway) -> None:

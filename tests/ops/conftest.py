@@ -1,41 +1,22 @@
-"""Fixtures for the trading operations: a simulated gateway and a connected client."""
+"""The operations' tests start from a connected client."""
 
 from __future__ import annotations
 
-import random
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable
 
 import pytest
 
 from ib_resilience.client import IBClient
-from ib_resilience.sim import FakeGateway
-
-from resilient import FAST
 
 
 @pytest.fixture
-def gw() -> Iterator[FakeGateway]:
-    gateway = FakeGateway(seed=7, handshake_timeout=5.0, frame_timeout=2.0)
-    gateway.start()
-    yield gateway
-    gateway.close()
-
-
-@pytest.fixture
-def make_client(gw: FakeGateway) -> Iterator[Callable[..., IBClient]]:
-    made: List[IBClient] = []
-
+def make_client(new_client: Callable[..., IBClient]) -> Callable[..., IBClient]:
     def make(**overrides: Any) -> IBClient:
-        cfg = dict(FAST, port=gw.port, client_id=overrides.pop("client_id", 1))
-        cfg.update(overrides)
-        client = IBClient(config=cfg, rng=random.Random(5))
-        made.append(client)
+        client = new_client(**overrides)
         assert client.connect()
         return client
 
-    yield make
-    for client in made:
-        client.disconnect()
+    return make
 
 
 @pytest.fixture

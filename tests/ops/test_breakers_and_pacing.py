@@ -12,6 +12,8 @@ from ib_resilience.client import IBClient
 from ib_resilience.errors import CircuitOpenError, IBConnectionError, IBRequestError, RequestTimeoutError
 from ib_resilience.sim import FakeGateway
 
+from resilient import drop_while_pending
+
 BREAKERS = {"get_current_price": {"fail_max": 3, "reset_timeout": 0.3}}
 
 
@@ -66,22 +68,8 @@ def test_a_dropped_connection_counts_as_a_connection_failure(
 ) -> None:
     client = make_client(breakers=BREAKERS, heartbeat_interval=30.0, request_timeout=30.0)
     gw.set_latency(30.0)
-    errors: List[BaseException] = []
-
-    def call() -> None:
-        try:
-            client.get_current_price("AAPL")
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
-            errors.append(exc)
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while client.get_connection_status()["pending_requests"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    gw.drop_connections()
-    thread.join(10)
-    assert len(errors) == 1 and isinstance(errors[0], IBConnectionError)
+    error = drop_while_pending(client, gw.drop_connections, lambda: client.get_current_price("AAPL"))
+    assert isinstance(error, IBConnectionError)
     stats = breaker(client)
     assert stats["failure_count"] == 1
     assert sum(stats["failures_by_category"].values()) == 1

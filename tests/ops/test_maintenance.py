@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
 
 from ib_resilience.client import IBClient
 from ib_resilience.errors import IBConnectionError
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
 
-from resilient import FAST
+from resilient import FAST, drop_while_pending
 
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 # Three windows that together cover every minute of every day, in UTC.
@@ -46,21 +44,7 @@ def test_connection_failures_inside_a_window_do_not_count_for_breakers(
 ) -> None:
     client = make_client(maintenance=ALWAYS, heartbeat_interval=30.0, request_timeout=30.0)
     gw.set_latency(30.0)
-    errors: List[BaseException] = []
-
-    def call() -> None:
-        try:
-            client.get_current_price("AAPL")
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
-            errors.append(exc)
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while client.get_connection_status()["pending_requests"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    gw.drop_connections()
-    thread.join(10)
-    assert len(errors) == 1 and isinstance(errors[0], IBConnectionError)
+    error = drop_while_pending(client, gw.drop_connections, lambda: client.get_current_price("AAPL"))
+    assert isinstance(error, IBConnectionError)
     stats = client.get_connection_status()["circuit_breakers"]["get_current_price"]
     assert stats["failure_count"] == 0 and stats["state"] == "CLOSED"
