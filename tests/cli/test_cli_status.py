@@ -1,10 +1,11 @@
-"""``ib-resilience status``: JSON and exit code 0 when healthy, non-zero otherwise (health check)."""
+"""``ib-resilience status``: JSON and exit code 0 when healthy, non-zero otherwise (health check).
+
+``gw`` is the shared simulated gateway of tests/conftest.py."""
 
 from __future__ import annotations
 
 import json
 import socket
-from typing import Iterator
 
 import pytest
 
@@ -12,14 +13,6 @@ from ib_resilience.cli import main
 from ib_resilience.client import IBClient
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
-
-
-@pytest.fixture
-def gw() -> Iterator[FakeGateway]:
-    gateway = FakeGateway(host="127.0.0.1", port=0)
-    gateway.start()
-    yield gateway
-    gateway.close()
 
 
 def test_healthy_gateway_exit_0_and_json(gw: FakeGateway, capsys: pytest.CaptureFixture) -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from typing import Any, Dict, Iterator
+from typing import Any, Callable, Dict, Tuple
 
 import pytest
 
@@ -19,16 +19,6 @@ from ib_resilience.client import IBClient  # noqa: E402
 from ib_resilience.metrics import MetricsExporter  # noqa: E402
 from ib_resilience.sim import FakeGateway  # noqa: E402
 from ib_resilience.state import ConnectionState  # noqa: E402
-
-FAST: Dict[str, Any] = {
-    "client_id": 5,
-    "connect_timeout": 3.0,
-    "max_reconnect_attempts": 0,
-    "reconnect_delay_base": 0.05,
-    "reconnect_delay_max": 0.5,
-    "heartbeat_interval": 0.2,
-    "heartbeat_timeout": 0.5,
-}
 
 
 def samples(text: str) -> Dict[tuple, float]:
@@ -46,14 +36,10 @@ def scrape(port: int) -> Dict[tuple, float]:
 
 
 @pytest.fixture
-def client() -> Iterator[tuple]:
-    with FakeGateway(port=0) as gw:
-        c = IBClient(config=dict(FAST, port=gw.port))
-        try:
-            assert c.connect(timeout=15.0)
-            yield gw, c
-        finally:
-            c.disconnect()
+def client(gw: FakeGateway, new_client: Callable[..., IBClient]) -> Tuple[FakeGateway, IBClient]:
+    c = new_client(client_id=5)
+    assert c.connect(timeout=15.0)
+    return gw, c
 
 
 def test_scraped_over_http_through_a_drop(client: tuple) -> None:
