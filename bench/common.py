@@ -54,6 +54,7 @@ class Worker:
 
     def __init__(self, kind: str, port: int, client_id: int, timeout: float = 60.0) -> None:
         self.kind = kind
+        self.port = port
         self.client_id = client_id
         self.timeout = timeout
         self.unavailable: Optional[str] = None
@@ -92,6 +93,12 @@ class Worker:
         self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
         self.proc.stdin.flush()
         return self._read()
+
+    def kill(self) -> None:
+        """End the process at once (a client busy working off a backlog cannot be asked)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -96,7 +96,7 @@ def _main_table(figures: Dict[str, Figure], rec: Optional[Recovery]) -> List[str
     raw_t, peer_t = _p(tmax, "raw", "p50") or None, _p(tmax, "ib_async", "p50") or None
     ticks_rows = (
         ("ours", _p(tmax, "ours", "p50"), "delivered to `on_tick` by `subscribe_market_data`"),
-        ("ours", received_rate(tmax, "ours"), "decoded by `IBClient` (before the dispatcher coalesces)"),
+        ("ours", received_rate(tmax, "ours"), "decoded by `IBClient`'s reader (whether or not delivered)"),
         ("bridge", _p(tmax, "bridge", "p50"), "through our Bridge fast path alone"),
     )
     for kind, mine, label in ticks_rows:
@@ -132,8 +132,8 @@ def _main_table(figures: Dict[str, Figure], rec: Optional[Recovery]) -> List[str
     lag = Summary.of(rec.listener_lag)
     for name, samples in (("clean drop (FIN) → state leaves CONNECTED", rec.fin), ("clean drop (RST) → state leaves CONNECTED", rec.rst)):
         s = Summary.of(samples)
-        rows.append(f"| {name}, p50 / p99 (n={s.n}) | | {ms(s.p50)} / {ms(s.p99)} (listeners hear it "
-                    f"{ms(lag.p50)} / {ms(lag.p99)} later) | | never (no reconnect of its own) "
+        rows.append(f"| {name}, p50 / p99 (n={s.n}) | | {ms(s.p50)} / {ms(s.p99)} (state listeners hear it "
+                    f"{ms(max(0.0, lag.p50))} / {ms(max(0.0, lag.p99))} later) | | never (no reconnect of its own) "
                     f"| p99 ≤ 50 ms | {_met(s.p99 <= 0.050)} |")
     bound = HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT + 0.1
     s = Summary.of(rec.blackhole)
@@ -304,54 +304,40 @@ def render(facts: Dict[str, str], figures: Dict[str, Figure], rec: Optional[Reco
 NOTES = [
     "## Where ours misses a target, and why",
     "",
-    "Profiled on this machine on 2026-11-30 with py-spy (`--gil`: samples of the thread holding the",
-    "GIL, i.e. CPU) on the worker process, and with timestamps on the connect path. Nothing in the",
-    "library was changed by the benchmark work; these are the findings for whoever fixes them.",
+    "Profiled on this machine on 2026-11-30 with py-spy (`--gil`, 1 kHz: samples of whichever",
+    "thread holds the GIL, i.e. CPU) on the worker process, and with timestamps on the connect",
+    "path. The benchmark work changed nothing in the library; these findings are for whoever",
+    "fixes them.",
     "",
-    "1. **Ticks delivered to `on_tick`** stay at roughly 100-200/s whatever the stream rate, while",
-    "   our reader decodes every tick (the \"decoded\" row). `subscriptions.py`",
-    "   `SubscriptionManager.on_tick` hands each update to `dispatcher.py`",
-    "   `Dispatcher.submit_latest`, keyed by (subscription, tick type), which replaces an entry",
-    "   that is still queued. The dispatcher thread only gets the GIL when the reader gives it up",
-    "   (the 5 ms switch interval, or a blocking `recv`), so under a steady stream the entry is",
-    "   nearly always still queued and ~99% of updates are coalesced although the callback itself",
-    "   is instant. The documented policy (coalesce when the callback is slower than the market)",
-    "   fires when it is not. ib_async hands every tick to its user (`Ticker.ticks` per packet).",
-    "   Options: coalesce only past a queue depth, or queue one entry per transport read carrying",
-    "   all of its ticks.",
-    "2. **CPU per 100,000 ticks** through `IBClient` is about 3× our Bridge alone. Reader-thread",
-    "   CPU at 20,000 ticks/s: the subscription layer (`SubscriptionManager.on_tick`) is ~54%",
-    "   (building the `Tick` dataclass ~12%, `Dispatcher.submit_latest` with its lock and notify",
-    "   ~19%, two clock reads ~4%), and it runs twice per LAST frame: from `Router.tickPrice`",
-    "   (~25%) and again from `Router.tickSize` (~32%), because the official callback pair is",
-    "   forwarded one by one. Decoding (Bridge + fast path) is ~30%. Options: one update per frame",
-    "   (price and size together), build the `Tick` only when it is delivered, stamp the time once",
-    "   per read.",
-    "3. **Request round trip against ib_async**: our Bridge alone matches the bare socket and",
-    "   ib_async, so the transport and the reader-thread hand-off are not the gap; the",
-    "   `IBClient` request path on top is (~0.1 ms). Per-request CPU: `client.py`",
-    "   `with_connection_check` + `IBConnectionManager.is_connected` ~20%, `requests.py`",
-    "   `PendingRequests.register/wait/resolve/discard` around a `concurrent.futures.Future` per",
-    "   request ~35%, ibapi's own `EClient.reqCurrentTime` encoding ~11% (the raw client pays it",
-    "   too), reader decode and routing ~20%. Options: a lighter pending object (slots, one",
-    "   `threading.Event`) instead of a `Future`; one connected check, not two.",
-    "4. **Connect to ready**: TCP and the version exchange take ~1.8 ms; building ibapi 9.81's",
-    "   `Decoder` takes ~1.9 ms on every connect (it inspects every `EWrapper` method; the raw",
-    "   client pays it inside `EClient.connect` too); `IBClient` then adds ~1.1 ms: the watchdog",
-    "   and dispatcher threads, two transitions and the ready hook (`client.py`",
-    "   `_on_session_ready`: `reqOpenOrders`, `reqCompletedOrders`, `reqExecutions` through the",
-    "   pacer, and restoring streams). Keeping the `Decoder` across connections of the same",
-    "   server version in `bridge.py` would save more than the whole gap. Back-to-back reconnects",
-    "   also wait for the pacer: 4 messages per connect against a burst of 4 at 45/s.",
-    "5. **Restoring 100 streams** is done by the ready hook *before* CONNECTED is announced, so",
-    "   after a drop the client stays unusable (calls fail with \"not connected\") for the whole",
-    "   pacer-bound restore (~2.2 s for 100 streams). Re-adopting orders costs no extra messages",
-    "   (three requests whatever the number of orders).",
+    "- **CPU per 100,000 ticks through `IBClient`** is above ib_async's (1.5-2× in our runs),",
+    "  while our Bridge alone is below it. At 20,000 ticks/s the dispatcher thread holds ~70% of the",
+    "  process's CPU samples: `subscriptions.py` `SubscriptionManager._deliver` ~28% (self),",
+    "  building each `Tick` ~16%, `SubscriptionManager._drain` ~11%, and the benchmark's own",
+    "  counting callback ~12%; the reader thread ~30% (the fast path's TICK_PRICE decode ~22%).",
+    "  Every LAST frame is delivered twice, as its price and as its size (the official",
+    "  `tickPrice` + `tickSize` pair), so half of the delivery work is the size half. Options:",
+    "  one update per frame carrying price and size; field names looked up once, not per tick.",
+    "- **Round trip**: the bare socket, our Bridge, `IBClient` and ib_async are within about",
+    "  0.1 ms of each other, so the issue-8 comparison with ib_async can go either way between",
+    "  runs. What `IBClient` adds per request is the connected check (`client.py`",
+    "  `with_connection_check`), the pending registration (`requests.py`) and the official",
+    "  encoder (`EClient.reqCurrentTime`, which the raw client pays too).",
+    "",
+    "Found earlier in this work and fixed in the library before this run (commit \"Hot path\"):",
+    "ticks reached `on_tick` at only ~100-200/s because every update was coalesced while the",
+    "dispatcher waited for the GIL; a `concurrent.futures.Future` per request; ibapi's `Decoder`",
+    "(~1.9 ms to build) rebuilt on every connect; and streams restored *before* CONNECTED, which",
+    "kept a client with 100 streams unusable for the whole pacer-bound restore (~2.2 s).",
     "",
     "Where the raw client is far behind, the cause is its own: the official 9.81 client sends",
     "without `TCP_NODELAY`, so the second and third order of a bracket wait for a delayed ACK",
-    "(~40 ms); and its single queue + `Decoder.interpret` per message caps it well below our fast",
-    "path when streaming.",
+    "(~40 ms); and its `EReader` thread queues every frame without bound for `run()` to decode,",
+    "re-slicing its byte buffer per message, so once a stream outruns the decoder the backlog",
+    "grows in memory and its throughput collapses. Worse, under a stream that keeps the socket",
+    "full its `Connection.recvMsg` keeps reading 4 KiB chunks until a short read that never",
+    "comes, so it may hand `run()` nothing at all for seconds (0 ticks/s in a round is that, not",
+    "a benchmark fault). The benchmark therefore runs it in a fresh process for every saturating",
+    "round; at the fixed rate it keeps up like every other client.",
     "",
     "## How it is measured",
     "",
@@ -414,7 +400,7 @@ def write_png(tl: Timeline, path: str, log: Callable[[str], None]) -> Optional[s
         for ax in (ax_state, ax_lat):
             ax.axvline(t - t0, color="grey", ls="--", lw=0.8)
         ax_lat.text(t - t0, 1.01, " " + label, transform=ax_lat.get_xaxis_transform(), fontsize=7, va="bottom")
-    ax_lat.legend(fontsize=7, loc="upper left")
+    ax_lat.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)

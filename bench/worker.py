@@ -33,6 +33,10 @@ SYMBOL = "AAPL"
 WAIT = 5.0  # bound on every single wait inside a worker
 
 
+# bid, ask, last, high, low, close, open and their delayed twins: what tickPrice carries.
+_PRICE_TICK_TYPES = frozenset({1, 2, 4, 6, 7, 9, 14, 66, 67, 68, 72, 73, 75, 76})
+
+
 class Unavailable(Exception):
     """This client kind cannot produce the figure (yet); the message says why."""
 
@@ -86,6 +90,9 @@ class Client:
 
     def idle(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def discard_backlog(self) -> None:
+        """Drop received-but-undecoded messages (only the raw client queues without bound)."""
 
     def healthy(self) -> bool:
         return True
@@ -235,6 +242,14 @@ class RawClient(Client):
     def tick_count(self) -> int:
         return int(self.app.ticks)
 
+    def discard_backlog(self) -> None:
+        # The official EReader thread queues every frame it reads, without bound, for run()
+        # to decode: a stream faster than the decoder piles up in memory (no backpressure
+        # reaches the gateway) and would take minutes to work off. Empty it between rounds.
+        q = self.app.msg_queue
+        with q.mutex:
+            q.queue.clear()
+
     def stop_ticks(self) -> None:
         self.app.cancelMktData(self.tick_req)
 
@@ -352,8 +367,7 @@ class OursClient(Client):
 
     def _on_tick(self, tick: Any) -> None:
         # Count price updates only: the other kinds count tickPrice callbacks.
-        field = getattr(tick, "field", "")
-        if not field.endswith("size") and field != "volume":
+        if tick.tick_type in _PRICE_TICK_TYPES:
             self.ticks += 1
 
     def start_ticks(self) -> None:
@@ -449,7 +463,7 @@ class IbAsyncClient(Client):
         while any(t.orderStatus.status in ("PendingSubmit", "") for t in trades):
             if time.monotonic() > deadline:
                 raise Unavailable("the simulator did not acknowledge ib_async's bracket within 2 s")
-            self.ib.waitOnUpdate(timeout=0.05)
+            self.ib.waitOnUpdate(timeout=0.005)
         return time.perf_counter() - t0
 
     def start_ticks(self) -> None:
@@ -591,9 +605,11 @@ def _drain(client: Client, quiet: float, limit: float = 30.0) -> None:
     """Read until no tick arrived for ``quiet`` seconds: a client slower than the stream has a
     backlog (in the simulator and the kernel) that must not leak into the next figure."""
     deadline = time.monotonic() + limit
+    client.discard_backlog()
     last = client.received_count()
     while time.monotonic() < deadline:
         client.idle(quiet)
+        client.discard_backlog()
         now = client.received_count()
         if now == last:
             return
@@ -637,7 +653,8 @@ def handle(client: Client, cmd: Dict[str, Any]) -> Dict[str, Any]:
             c1, r1, cpu1, t1 = client.tick_count(), client.received_count(), cpu_seconds(), time.perf_counter()
         finally:
             client.stop_ticks()
-        _drain(client, cmd.get("quiet", 0.3))
+        if cmd.get("drain", True):
+            _drain(client, cmd.get("quiet", 0.3))
         out = {"ticks": c1 - c0, "received": r1 - r0, "wall": t1 - t0, "cpu": cpu1 - cpu0}
         if not client.healthy():
             out["died"] = client.death()
