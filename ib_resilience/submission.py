@@ -36,7 +36,6 @@ from .errors import (
     OrderNotPlacedError,
     OrderRejectedError,
     OrderStateUnknownError,
-    RequestTimeoutError,
 )
 from .order_tracker import OrderState, OrderTracker
 
@@ -154,8 +153,11 @@ class Submitter:
             )
 
         if not tracker.wait_until(settled, self._remaining(deadline)):
-            raise RequestTimeoutError(
-                f"{operation}: orders {ids} not acknowledged before the deadline", operation=operation
+            # Sent, but no word back: the gateway may or may not have them. That is an unknown
+            # fate, and the caller gets the key to look them up with.
+            raise OrderStateUnknownError(
+                f"{operation}: orders {ids} sent but not acknowledged before the deadline; look them up by "
+                f"orderRef {legs[0].ref!r}", order_ref=legs[0].ref,
             )
         states = [tracker.get(i) for i in ids]
         for s in states:
@@ -272,8 +274,11 @@ class Submitter:
             return self._lost(generation) or gateway_answered(tracker.get(order_id))
 
         if not tracker.wait_until(settled, self._remaining(deadline)):
-            raise RequestTimeoutError(f"{operation}: order {order_id} not confirmed cancelled before the deadline",
-                                      operation=operation, req_id=order_id)
+            known = tracker.get(order_id)
+            raise OrderStateUnknownError(
+                f"{operation}: cancel of order {order_id} sent but not confirmed before the deadline; it may or "
+                f"may not be cancelled", order_ref=known.order_ref if known is not None else None,
+            )
         state = tracker.get(order_id)
         if state is not None and gateway_answered(state):
             return self._cancel_outcome(order_id, state)

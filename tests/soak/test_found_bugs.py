@@ -68,12 +68,6 @@ def test_a_cancel_held_by_the_pacer_across_a_drop_is_reconciled() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="Submitter._await_acks raises RequestTimeoutError without the orderRef when the acknowledgements do "
-           "not arrive before the deadline on a connection that stays up; the orders are live at the gateway and "
-           "the caller cannot find them (issue 5: an unlearnable fate is OrderStateUnknownError carrying orderRef)",
-)
 def test_an_unacknowledged_order_on_a_live_connection_is_an_unknown_fate_with_its_key() -> None:
     gw = FakeGateway(seed=11, handshake_timeout=5.0, frame_timeout=2.0).start()
     # Slow heartbeats: the connection stays up, only the acknowledgements are missing.
