@@ -18,6 +18,7 @@ from .error_codes import (
     classify,
     exception_for,
 )
+from .errors import IBConnectionError
 from .requests import REQUEST_ID_BASE
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class Router:
             if self.subs.on_error(req_id, code, text):
                 pass
             elif category is not ErrorCategory.INFO and manager.pending.get(req_id) is not None:
-                manager.pending.fail(req_id, exception_for(code, text, req_id))
+                manager.pending.fail(req_id, self._exception(code, text, req_id, category))
             elif 0 < req_id < REQUEST_ID_BASE:
                 self.tracker.on_error(req_id, code, text)
         for listener in list(self.error_listeners):
@@ -101,6 +102,14 @@ class Router:
                 listener(req_id, code, text, category)
             except Exception:
                 log.exception("error listener %r raised; ignored", listener)
+
+    @staticmethod
+    def _exception(code: int, text: str, req_id: int, category: ErrorCategory) -> Exception:
+        """What a pending request fails with: a CONNECTION-category code (504 not connected, a
+        5xx send failure) is an IBConnectionError, so ``except ConnectionError`` catches it."""
+        if category is ErrorCategory.CONNECTION:
+            return IBConnectionError(f"request {req_id} failed: {code} {text}", code=code)
+        return exception_for(code, text, req_id)
 
     # ------------------------------------------------------- request replies
 

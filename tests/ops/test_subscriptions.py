@@ -111,7 +111,9 @@ def test_1101_restores_streams_and_1102_keeps_them(client: IBClient, streaming: 
 def test_a_stream_that_goes_silent_while_others_tick_is_re_requested(
     make_client: Callable[..., IBClient], streaming: FakeGateway
 ) -> None:
-    client = make_client(subscriptions={"staleness_timeout": 0.3}, heartbeat_interval=0.1)
+    # Frequent checks (the watchdog runs one at every heartbeat), but a patient liveness
+    # deadline: on a loaded machine a reconnect would restore the stream and hide the check.
+    client = make_client(subscriptions={"staleness_timeout": 0.3}, heartbeat_interval=0.1, heartbeat_timeout=10.0)
     quiet, busy = Ticks(), Ticks()
     sub = client.subscribe_market_data("MSFT", quiet)
     client.subscribe_market_data("AAPL", busy)
@@ -119,7 +121,9 @@ def test_a_stream_that_goes_silent_while_others_tick_is_re_requested(
     assert streaming.silence_market_data("MSFT") == 1
     seen = len(quiet)
     assert quiet.wait_more(seen + 3, timeout=15)  # re-requested by the staleness check, ticking again
-    assert client.get_connection_status()["subscriptions"]["stale_rerequests"] >= 1
+    status = client.get_connection_status()
+    assert status["total_disconnections"] == 0
+    assert status["subscriptions"]["stale_rerequests"] >= 1
     assert len(sub.gaps) == 1 and sub.gaps[0][1] is not None
 
 
@@ -127,7 +131,7 @@ def test_nothing_is_re_requested_when_every_stream_is_quiet(
     make_client: Callable[..., IBClient], gw: FakeGateway
 ) -> None:
     gw.set_tick_interval(3600.0)  # a closed market: nobody ticks
-    client = make_client(subscriptions={"staleness_timeout": 0.2}, heartbeat_interval=0.05)
+    client = make_client(subscriptions={"staleness_timeout": 0.2}, heartbeat_interval=0.05, heartbeat_timeout=10.0)
     client.subscribe_market_data("MSFT", Ticks())
     # Eleven answered heartbeats (0.05 s apart) later the staleness check has run again and again,
     # well past the 0.2 s staleness timeout (the watchdog runs it at every wake).
