@@ -41,13 +41,22 @@ TICK_NAMES = {
 
 
 class Tick(NamedTuple):
-    """One market data update (a named tuple: built once per tick, so it must be cheap)."""
+    """One market data update (a named tuple: built once per tick, so it must be cheap).
+
+    A bid, ask or last price carries the size that came with it in ``size`` (IB sends the two
+    together); sizes that change on their own arrive as ticks of their own (``field`` ending in
+    ``size``)."""
 
     symbol: str
     tick_type: int
     field: str
     value: float
     time: float  # wall clock, seconds since the epoch
+    size: Optional[float] = None
+
+
+# A price tick type -> the size tick type IB sends with it, in the same message.
+PRICE_SIZE = {1: 0, 2: 3, 4: 5, 66: 69, 67: 70, 68: 71}
 
 
 Sender = Callable[[int, Contract], None]  # (req_id, contract): send reqMktData
@@ -75,6 +84,7 @@ class MarketDataSubscription:
         self.error: Optional[Tuple[int, str]] = None  # the last error the gateway sent for the stream
         self._accepted = threading.Event()  # first reply (or error) to the initial request
         self._pending_accept = True  # a plain flag in front of the Event for the hot path
+        self._held_price: Optional[Tuple[int, Any, float]] = None  # waiting for its size (reader only)
         self._gaps: List[Tuple[float, Optional[float]]] = []
 
     @property
@@ -123,8 +133,8 @@ class SubscriptionManager:
         self.coalesced = 0
         self.callback_errors = 0
         # Reader -> dispatcher hand-off: a deque (appends and pops are atomic) and one flag.
-        self._buffer: Deque[Tuple[MarketDataSubscription, int, Any, float]] = collections.deque()
-        self._overflow: Dict[Tuple[int, int], Tuple[MarketDataSubscription, int, Any, float]] = {}
+        self._buffer: Deque[Tuple[MarketDataSubscription, int, Any, float, Any]] = collections.deque()
+        self._overflow: Dict[Tuple[int, int], Tuple[MarketDataSubscription, int, Any, float, Any]] = {}
         self._overflow_lock = threading.Lock()
         self._drain_scheduled = False
         # The system clock's time() is Python around a C call; read the C call directly then.
@@ -200,6 +210,7 @@ class SubscriptionManager:
             self._by_req.clear()
             for sub in subs:
                 sub.req_id = None
+                sub._held_price = None
         for sub in subs:
             self._open_gap(sub)
 
@@ -275,7 +286,10 @@ class SubscriptionManager:
 
     def on_tick(self, req_id: int, tick_type: int, value: Any) -> bool:
         """A tick from the reader; True if it belonged to one of our streams. The hottest code
-        in the library: one clock read, one append, a drain scheduled only when none is."""
+        in the library: one clock read, one append, a drain scheduled only when none is.
+
+        A bid/ask/last price is held back until the size the decoder reports right after it
+        (same message), and the two go out as one Tick."""
         sub = self._by_req.get(req_id)
         if sub is None:
             return False
@@ -287,28 +301,44 @@ class SubscriptionManager:
             sub._accepted.set()
         if sub._blind:
             self._close_gap(sub, wall)
+        held = sub._held_price
+        if tick_type in PRICE_SIZE:
+            if held is not None:
+                self._enqueue(sub, held[0], held[1], held[2], None)
+            sub._held_price = (tick_type, value, wall)
+            return True
+        if held is not None:
+            sub._held_price = None
+            if PRICE_SIZE[held[0]] == tick_type:
+                self._enqueue(sub, held[0], held[1], held[2], value)
+                return True
+            self._enqueue(sub, held[0], held[1], held[2], None)
+        self._enqueue(sub, tick_type, value, wall, None)
+        return True
+
+    def _enqueue(self, sub: MarketDataSubscription, tick_type: int, value: Any, wall: float, size: Any) -> None:
         buffer = self._buffer
         if len(buffer) < MAX_BUFFERED_TICKS:
-            buffer.append((sub, tick_type, value, wall))
+            buffer.append((sub, tick_type, value, wall, size))
         else:
             with self._overflow_lock:
-                self._overflow[(sub.id, tick_type)] = (sub, tick_type, value, wall)
+                self._overflow[(sub.id, tick_type)] = (sub, tick_type, value, wall, size)
             self.coalesced += 1
         if not self._drain_scheduled:
             self._drain_scheduled = True
             self._dispatcher.submit(self._drain)
-        return True
 
     def _drain(self) -> None:
         """On the dispatcher: deliver buffered ticks in arrival order, a slice at a time."""
         self._drain_scheduled = False  # first: a tick appended from now on schedules a new drain
         buffer = self._buffer
+        deliver = self._deliver
         for _ in range(DRAIN_SLICE):
             try:
-                sub, tick_type, value, wall = buffer.popleft()
+                item = buffer.popleft()
             except IndexError:
                 break
-            self._deliver(sub, tick_type, value, wall)
+            deliver(*item)
         else:
             if buffer and not self._drain_scheduled:
                 self._drain_scheduled = True
@@ -317,14 +347,15 @@ class SubscriptionManager:
         if self._overflow:
             with self._overflow_lock:
                 overflow, self._overflow = self._overflow, {}
-            for sub, tick_type, value, wall in overflow.values():
-                self._deliver(sub, tick_type, value, wall)
+            for item in overflow.values():
+                self._deliver(*item)
 
-    def _deliver(self, sub: MarketDataSubscription, tick_type: int, value: Any, wall: float) -> None:
+    def _deliver(self, sub: MarketDataSubscription, tick_type: int, value: Any, wall: float, size: Any) -> None:
         if not sub.active:
             return
         try:
-            sub.on_tick(Tick(sub.symbol, tick_type, TICK_NAMES.get(tick_type, str(tick_type)), float(value), wall))
+            sub.on_tick(Tick(sub.symbol, tick_type, TICK_NAMES.get(tick_type) or str(tick_type), float(value), wall,
+                             None if size is None else float(size)))
         except Exception:
             self.callback_errors += 1
             if self.callback_errors <= 10 or self.callback_errors % 1000 == 0:

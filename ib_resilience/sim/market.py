@@ -11,7 +11,7 @@ import math
 import random
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from . import protocol as P
 from .protocol import In, Out, TickType

@@ -142,3 +142,16 @@ def test_nothing_is_re_requested_when_every_stream_is_quiet(
         time.sleep(0.02)  # sampling a timestamp the watchdog writes
     assert len(beats) >= 12
     assert client.get_connection_status()["subscriptions"]["stale_rerequests"] == 0
+
+
+def test_a_price_carries_the_size_that_came_with_it(client: IBClient, gw: FakeGateway) -> None:
+    ticks = Ticks()
+    client.subscribe_market_data("QQQ", ticks)
+    seen = len(ticks)
+    gw.set_price("QQQ", 444.25)
+    assert ticks.wait_more(seen)
+    with ticks._cond:
+        assert ticks._cond.wait_for(lambda: any(t.field == "last" and t.value == 444.25 for t in ticks.items), 10)
+        last = [t for t in ticks.items if t.field == "last" and t.value == 444.25][-1]
+    assert last.size is not None and last.size > 0
+    assert not any(t.field == "last_size" for t in ticks.items)  # merged into the price, not separate
