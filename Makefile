@@ -10,7 +10,6 @@ PYTEST_ARGS ?=
 
 $(VENV)/.stamp: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
@@ -20,7 +19,6 @@ $(VENV)/.stamp: requirements.txt setup.py
 # PyPI's 9.81 `ibapi` over it.
 $(VENV10)/.stamp: requirements-ibapi10.txt setup.py
 	$(PYTHON) -m venv $(VENV10)
-	$(PY10) -m pip install -q --upgrade pip
 	$(PY10) -m pip install -q -r requirements-ibapi10.txt
 	$(PY10) -m pip install -q --no-deps -e .
 	touch $@
@@ -41,7 +39,6 @@ BENCH_ARGS ?=
 
 $(VENV_BENCH)/.stamp: requirements.txt requirements-bench.txt setup.py
 	$(PYTHON) -m venv $(VENV_BENCH)
-	$(PY_BENCH) -m pip install -q --upgrade pip
 	$(PY_BENCH) -m pip install -q -r requirements.txt -r requirements-bench.txt
 	-$(PY_BENCH) -m pip install -q "$(MATPLOTLIB_PIN)"
 	$(PY_BENCH) -m pip install -q --no-deps -e .
