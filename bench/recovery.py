@@ -253,7 +253,7 @@ def soak(recovery: Recovery, reconnects: int) -> None:
 
 def _restored(client: IBClient, subs: List[Any], generation: int) -> bool:
     # The order book's re-sync marker has no public accessor; read it directly.
-    synced = client._orders.synced_generation >= generation
+    synced = client.get_connection_status()["orders_synced_generation"] >= generation
     return synced and not any(s.blind for s in subs)
 
 

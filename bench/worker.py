@@ -380,9 +380,9 @@ class OursClient(Client):
         return self.ticks
 
     def received_count(self) -> int:
-        # Frames our reader decoded (one per TICK_PRICE, as the other kinds count); no public
-        # status field carries it, so read the bridge's counters.
-        return int(self.client._manager.bridge.counters().frames)
+        # Frames our reader decoded (one per TICK_PRICE, as the other kinds count), from the
+        # bridge counters in the public status.
+        return int(self.client.get_connection_status()["bridge"]["frames"])
 
     def stop_ticks(self) -> None:
         sub = self.subscription

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -177,6 +178,8 @@ class IBClient:
         status["circuit_breakers"] = self._breakers.stats()
         status["subscriptions"] = self._subs.stats()
         status["open_orders"] = len(self._orders.open_orders())
+        status["orders_synced_generation"] = self._orders.synced_generation
+        status["bridge"] = dataclasses.asdict(self._manager.bridge.counters())
         status["pacer"] = self._manager.pacer.stats()
         return status
 
