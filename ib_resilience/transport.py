@@ -124,7 +124,7 @@ class Transport:
             if self._connect_options:
                 version += " " + self._connect_options
             payload = version.encode("ascii")
-            self._sendall_raw(b"API\0" + struct.pack("!I", len(payload)) + payload)
+            self._sendall_raw(b"API\0" + struct.pack("!I", len(payload)) + payload, paced=False)
             server_version, conn_time = self._read_version_frame(sock, deadline)
         except socket.timeout as exc:
             self._fail_handshake("handshake timed out")
@@ -290,8 +290,6 @@ class Transport:
         On a socket error the connection is closed (so the close callback fires) and
         :class:`IBConnectionError` is raised.
         """
-        if self._pacer is not None:
-            self._pacer.acquire()
         try:
             self._sendall_raw(data)
         except OSError as exc:
@@ -301,8 +299,13 @@ class Transport:
             raise IBConnectionError(f"send failed: {exc}", host=self.host, port=self.port) from exc
         return len(data)
 
-    def _sendall_raw(self, data: bytes) -> None:
+    def _sendall_raw(self, data: bytes, paced: bool = True) -> None:
         with self._send_lock:
+            # Paced under the send lock, so a slot is taken at the moment of sending: a sender
+            # stalled between its slot and its send (a loaded machine) then delays the others
+            # instead of letting a queue of overdue slots go out back to back past 50/s.
+            if paced and self._pacer is not None:
+                self._pacer.acquire()
             sock = self._sock
             if sock is None or self._closing:
                 raise OSError("not connected")

@@ -119,11 +119,13 @@ def test_a_stream_that_goes_silent_while_others_tick_is_re_requested(
     client.subscribe_market_data("AAPL", busy)
     assert quiet.wait_more(3) and busy.wait_more(3)
     assert streaming.silence_market_data("MSFT") == 1
+    deadline = time.monotonic() + 15
+    while client.get_connection_status()["subscriptions"]["stale_rerequests"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # sampling a counter the watchdog's staleness check writes
+    assert client.get_connection_status()["subscriptions"]["stale_rerequests"] >= 1
     seen = len(quiet)
-    assert quiet.wait_more(seen + 3, timeout=15)  # re-requested by the staleness check, ticking again
-    status = client.get_connection_status()
-    assert status["total_disconnections"] == 0
-    assert status["subscriptions"]["stale_rerequests"] >= 1
+    assert quiet.wait_more(seen + 3, timeout=15)  # the re-requested stream ticks again
+    assert client.get_connection_status()["total_disconnections"] == 0
     assert len(sub.gaps) == 1 and sub.gaps[0][1] is not None
 
 
