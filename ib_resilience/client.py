@@ -18,7 +18,7 @@ from .config import Config, load_config
 from .connection_manager import IBConnectionManager, StateListener
 from .error_codes import ErrorCategory, exception_for
 from .errors import IBConnectionError, IBRequestError, RequestTimeoutError
-from .operations import BracketResult, Operations, OrderIds, OrderResult, StrangleResult
+from .operations import BracketResult, Operations, OrderIds, OrderResult, StrangleResult, resolve_timeout
 from .order_tracker import OrderState, OrderTracker
 from .router import Router
 from .state import ConnectionState
@@ -197,17 +197,10 @@ class IBClient:
 
     # -------------------------------------------------------------- requests
 
-    def _timeout(self, timeout: Optional[float]) -> float:
-        if timeout is None:
-            return self.config.request_timeout
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
-        return float(timeout)
-
     @with_connection_check
     def get_current_time(self, timeout: Optional[float] = None) -> int:
         """The gateway's clock, in epoch seconds."""
-        deadline = self._timeout(timeout)
+        deadline = resolve_timeout(timeout, self.config.request_timeout)
         pending = self._manager.register("current_time")
         self._manager.bridge.reqCurrentTime()
         return cast(int, self._manager.pending.wait(pending, deadline, "get_current_time"))
@@ -330,7 +323,7 @@ class IBClient:
         if not callable(on_tick):
             raise ValueError(f"on_tick must be callable, got {on_tick!r}")
         contract = Operations.contract_for(symbol, sec_type, exchange, currency)
-        deadline = self._timeout(timeout)
+        deadline = resolve_timeout(timeout, self.config.request_timeout)
         sub = self._subs.subscribe(contract, on_tick, connected=True)
         if not sub._accepted.wait(deadline):
             sub.cancel()

@@ -107,7 +107,8 @@ def _finite_positive(value: Any, name: str) -> float:
     return float(value)
 
 
-def _timeout(value: Optional[float], default: float) -> float:
+def resolve_timeout(value: Optional[float], default: float) -> float:
+    """A caller's per-call deadline, or ``default``; ValueError unless finite and positive."""
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
@@ -136,14 +137,21 @@ class Operations:
         if self._config.read_only:
             raise ReadOnlyError(f"{operation}: the client is configured read_only; nothing was sent")
 
-    def _request(self, kind: str, send: Any, timeout: float, operation: str) -> Any:
+    def _request(
+        self, kind: str, send: Any, timeout: float, operation: str, on_timeout: Optional[Any] = None
+    ) -> Any:
+        """Register, send, wait. ``on_timeout(req_id)`` (e.g. a cancel) runs if the deadline passes
+        while still connected."""
         pending = self._manager.register(kind)
         try:
             send(pending.key)
-        except BaseException:
-            self._manager.pending.discard(pending)
+            return self._manager.pending.wait(pending, timeout, operation)
+        except RequestTimeoutError:
+            if on_timeout is not None and self._manager.is_connected():
+                on_timeout(pending.key)
             raise
-        return self._manager.pending.wait(pending, timeout, operation)
+        finally:
+            self._manager.pending.discard(pending)
 
     @staticmethod
     def _result(state: OrderState) -> OrderResult:
@@ -159,7 +167,7 @@ class Operations:
         timeout: Optional[float] = None,
     ) -> float:
         contract = self.contract_for(symbol, sec_type, exchange, currency)
-        deadline = _timeout(timeout, self._config.market_data.snapshot_timeout)
+        deadline = resolve_timeout(timeout, self._config.market_data.snapshot_timeout)
         try:
             ticks = self._snapshot(contract, deadline)
         except IBRequestError as exc:
@@ -185,20 +193,11 @@ class Operations:
 
     def _snapshot(self, contract: Contract, timeout: float) -> Dict[int, float]:
         bridge = self._manager.bridge
-
-        def send(req_id: int) -> None:
-            bridge.reqMktData(req_id, contract, "", True, False, [])
-
-        pending = self._manager.register("snapshot")
-        try:
-            send(pending.key)
-            return dict(self._manager.pending.wait(pending, timeout, "get_current_price"))
-        except RequestTimeoutError:
-            if self._manager.is_connected():
-                bridge.cancelMktData(pending.key)
-            raise
-        finally:
-            self._manager.pending.discard(pending)
+        ticks = self._request(
+            "snapshot", lambda req_id: bridge.reqMktData(req_id, contract, "", True, False, []), timeout,
+            "get_current_price", on_timeout=bridge.cancelMktData,
+        )
+        return dict(ticks)
 
     @staticmethod
     def _pick_price(symbol: str, ticks: Dict[int, float]) -> float:
@@ -227,7 +226,7 @@ class Operations:
     ) -> BracketResult:
         self._check_writable("place_bracket_order")
         contract = builders.stock_contract(symbol, exchange=exchange, currency=currency)
-        deadline = _timeout(timeout, self._config.request_timeout)
+        deadline = resolve_timeout(timeout, self._config.request_timeout)
         order_ref = builders.new_order_ref()
         # Validate everything with a placeholder id before an id is consumed or a byte is sent.
         builders.build_bracket(action, quantity, entry_price, take_profit_price, stop_loss_price,
@@ -257,7 +256,7 @@ class Operations:
         if limit_price is not None:
             _finite_positive(limit_price, "limit_price")
         action = builders.opposite_action(builders.opposite_action(action))  # validates BUY/SELL
-        deadline = _timeout(timeout, self._config.request_timeout)
+        deadline = resolve_timeout(timeout, self._config.request_timeout)
         order_ref = builders.new_order_ref()
         # The notional of a strangle is its underlying exposure: the higher strike × 100 × quantity.
         builders.check_limits(quantity, max(call.strike, put.strike), self._config.safety, multiplier=100)
@@ -299,13 +298,13 @@ class Operations:
         self._check_writable("cancel_order")
         if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id <= 0:
             raise ValueError(f"order_id must be a positive integer, got {order_id!r}")
-        deadline = _timeout(timeout, self._config.request_timeout)
+        deadline = resolve_timeout(timeout, self._config.request_timeout)
         state = self._submitter.cancel(order_id, "cancel_order", self._clock.monotonic() + deadline)
         return self._result(state)
 
     def positions(self, timeout: Optional[float] = None) -> List[Tuple[str, Contract, float, float]]:
         """Every position: (account, contract, size, average cost)."""
-        deadline = _timeout(timeout, self._config.request_timeout)
+        deadline = resolve_timeout(timeout, self._config.request_timeout)
         bridge = self._manager.bridge
         with self._positions_lock:  # positions have no request id: one request at a time
             try:
@@ -319,7 +318,7 @@ class Operations:
         if not isinstance(symbol, str) or not symbol.strip():
             raise ValueError(f"symbol must be a non-empty string, got {symbol!r}")
         symbol = symbol.strip().upper()
-        deadline = _timeout(timeout, self._config.request_timeout)
+        deadline = resolve_timeout(timeout, self._config.request_timeout)
         rows = [r for r in self.positions(deadline) if r[1].symbol == symbol and r[1].secType == "STK"]
         size = sum(float(r[2]) for r in rows)
         if size == 0:

@@ -169,10 +169,6 @@ class OrderTracker:
             order_id = self._by_ref.get(order_ref)
             return self._orders.get(order_id) if order_id is not None else None
 
-    def all(self) -> List[OrderState]:
-        with self._cond:
-            return list(self._orders.values())
-
     def add_listener(self, fn: Callable[[OrderState], None]) -> None:
         self._listeners.append(fn)
 

@@ -77,10 +77,6 @@ class ConnectionStats:
             self._latencies.append(seconds)
             self.last_heartbeat_at = self._clock.time()
 
-    def note_error(self, text: str) -> None:
-        with self._lock:
-            self.last_error = text
-
     def uptime_percentage(self) -> float:
         now = self._clock.monotonic()
         with self._lock:

@@ -260,9 +260,6 @@ class SubscriptionManager:
 
     # -------------------------------------------------------- reader side
 
-    def owns(self, req_id: int) -> bool:
-        return req_id in self._by_req
-
     def on_accepted(self, req_id: int) -> None:
         """Any reply for the stream (tick parameters, data type, a tick) means it was accepted."""
         sub = self._by_req.get(req_id)
