@@ -129,7 +129,9 @@ class Operations:
         self._clock = clock
         self._submitter = Submitter(manager, tracker, config, clock)
         self._positions_lock = threading.Lock()
-        self._delayed = False  # market data type switched to delayed-if-not-live on this session
+        # The session (generation) on which the market data type was switched to delayed: the
+        # type belongs to the connection, so a new session starts live again.
+        self._delayed_generation = 0
 
     # ------------------------------------------------------------- helpers
 
@@ -171,11 +173,14 @@ class Operations:
         try:
             ticks = self._snapshot(contract, deadline)
         except IBRequestError as exc:
-            if exc.code not in NOT_SUBSCRIBED_CODES or not self._config.market_data.delayed_fallback or self._delayed:
+            session = self._manager.session
+            generation = session.generation if session is not None else 0
+            if (exc.code not in NOT_SUBSCRIBED_CODES or not self._config.market_data.delayed_fallback
+                    or self._delayed_generation == generation):
                 raise
             log.info("live data not subscribed for %s (%d); falling back to delayed data", symbol, exc.code)
             self._manager.bridge.reqMarketDataType(3)  # delayed when live is not subscribed
-            self._delayed = True
+            self._delayed_generation = generation
             ticks = self._snapshot(contract, deadline)
         return self._pick_price(symbol, ticks)
 

@@ -49,3 +49,14 @@ def test_no_fallback_when_disabled(make_client: Callable[..., IBClient], gw: Fak
     with pytest.raises(IBRequestError) as info:
         client.get_current_price("AAPL")
     assert info.value.code == 354
+
+
+def test_delayed_fallback_is_requested_again_on_a_new_session(client: IBClient, gw: FakeGateway) -> None:
+    # The market data type belongs to the connection: a reconnect is back to live data.
+    gw.set_live_data_subscribed("AAPL", False)
+    assert client.get_current_price("AAPL") > 0
+    generation = client.get_connection_status()["generation"]
+    gw.drop_connections()
+    assert client._manager.wait_for_session_after(generation, 10) is not None
+    assert client.get_current_price("AAPL") > 0
+    assert gw.errors_sent.get(354, 0) == 2  # live tried once per session, then delayed
