@@ -11,6 +11,10 @@ normalised to ``sink.error(req_id, code, text, advanced_json)``; ``commissionAnd
 generation :meth:`Bridge.open` creates, including one whose ``open()`` fails (then it fires
 before ``open()`` raises).
 
+If the sink has ``claim_tick`` when a connection comes up, the fast path offers it every tick
+first and fires no ``tickPrice``/``tickSize`` for a tick it claims (``fastpath`` docstring).
+:meth:`Bridge.wake_later` defers a wake-up of another thread to the end of the current read.
+
 Decode policy: an exception while decoding a frame (a malformed field) is logged and counted
 and the connection stays up. A frame whose message id is not an integer means the byte stream
 is out of step (as does a frame with no NUL at all, or one longer than ``max_frame_len``): the connection is closed with a
@@ -26,7 +30,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ibapi
 from ibapi.client import EClient
@@ -53,6 +57,7 @@ CLIENT_ID_IN_USE = 326
 _SINK_NAME_FOR = {"commissionAndFeesReport": "commissionReport"}
 # Wrapper methods with our own implementation below (or that are not callbacks).
 _NOT_GENERATED = {"error", "nextValidId", "managedAccounts", "logAnswer"}
+_NO_HANDLERS: Dict[bytes, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,16 @@ class Bridge(EWrapper, EClient):
     def transport(self) -> Optional[Transport]:
         return self._transport
 
+    def wake_later(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (a wake-up of another thread) on the reader thread once the frames of the
+        current read are handled; from any other thread, run it now. See
+        :meth:`Transport.call_after_frames <ib_resilience.transport.Transport.call_after_frames>`."""
+        transport = self._transport
+        if transport is not None and transport.reader_thread is threading.current_thread():
+            transport.call_after_frames(fn)
+        else:
+            fn()
+
     def counters(self) -> BridgeCounters:
         return BridgeCounters(
             frames=self._frames,
@@ -185,7 +200,7 @@ class Bridge(EWrapper, EClient):
                 self._handshake = handshake
                 transport = Transport(
                     gen,
-                    self._on_frame,
+                    self._on_frames,
                     self._on_transport_closed,
                     pacer=self._pacer,
                     clock=self._clock,
@@ -219,7 +234,7 @@ class Bridge(EWrapper, EClient):
             # connections of the same server version; it holds no per-connection state.
             self.decoder = Decoder(self, server_version)
         self._fast = (
-            fastpath.FastPath(self)
+            fastpath.FastPath(self, getattr(self._sink, "claim_tick", None))
             if self._use_fast_path and server_version == MAX_CLIENT_VERSION
             else None
         )
@@ -302,34 +317,52 @@ class Bridge(EWrapper, EClient):
 
     # ------------------------------------------------------------------ reader side
 
-    def _on_frame(self, gen: int, frame: bytes) -> None:
+    def _on_frames(self, gen: int, frames: List[bytes]) -> None:
+        """The frames of one read, decoded in order; stops if a frame closed the connection."""
         if gen != self._live_gen:
-            self._stale_dropped += 1
+            self._stale_dropped += len(frames)
             return
-        self._frames += 1
-        if not frame:
-            return
+        fast = self._fast
+        handlers = fast.handlers if fast is not None else _NO_HANDLERS
+        done = hits = 0
         try:
-            fast = self._fast
-            if fast is not None and fast.handle(frame):
-                self._fast_hits += 1
-                return
-            fields = frame.split(b"\0")
-            del fields[-1]  # comm.read_fields: the piece after the last NUL is dropped
-            try:
-                msg_id = int(fields[0])
-            except (ValueError, IndexError):
-                # No NUL at all, or no numeric id: the byte stream is out of step.
-                self._decode_errors += 1
-                self._protocol_error(gen, f"protocol error: no message id in {frame[:20]!r}")
-                return
-            if _INTERPRET_TAKES_MSG_ID:
-                self.decoder.interpret(tuple(fields[1:]), msg_id)
-            else:
-                self.decoder.interpret(tuple(fields))
-        except Exception:
+            for frame in frames:
+                done += 1
+                if not frame:
+                    continue
+                try:
+                    fields = frame.split(b"\0")
+                    handler = handlers.get(fields[0])
+                    if handler is not None and handler(fields):
+                        hits += 1
+                    else:
+                        self._decode_official(gen, fields, frame)
+                except Exception:
+                    self._decode_errors += 1
+                    logger.exception("cannot decode a frame of generation %d: %r", gen, frame[:200])
+                if gen != self._live_gen:
+                    break  # closed by a callback or a protocol error: the rest is not for anyone
+        finally:
+            self._frames += done
+            self._fast_hits += hits
+
+    def _on_frame(self, gen: int, frame: bytes) -> None:
+        """One frame (as :meth:`_on_frames` would handle it)."""
+        self._on_frames(gen, [frame])
+
+    def _decode_official(self, gen: int, fields: List[bytes], frame: bytes) -> None:
+        del fields[-1]  # comm.read_fields: the piece after the last NUL is dropped
+        try:
+            msg_id = int(fields[0])
+        except (ValueError, IndexError):
+            # No NUL at all, or no numeric id: the byte stream is out of step.
             self._decode_errors += 1
-            logger.exception("cannot decode a frame of generation %d: %r", gen, frame[:200])
+            self._protocol_error(gen, f"protocol error: no message id in {frame[:20]!r}")
+            return
+        if _INTERPRET_TAKES_MSG_ID:
+            self.decoder.interpret(tuple(fields[1:]), msg_id)
+        else:
+            self.decoder.interpret(tuple(fields))
 
     def _protocol_error(self, gen: int, reason: str) -> None:
         logger.error("generation %d: %s; closing", gen, reason)

@@ -87,7 +87,7 @@ class IBClient:
         self.config: Config = load_config(config, **overrides)
         self._router = Router()
         self._manager = IBConnectionManager(self.config, sink=self._router, clock=clock, rng=rng)
-        self._orders = OrderTracker()
+        self._orders = OrderTracker(wake=self._manager.bridge.wake_later)
         self._order_ids = OrderIds()
         bridge = self._manager.bridge
         self._subs = SubscriptionManager(
@@ -97,6 +97,7 @@ class IBClient:
             next_req_id=self._manager.pending.next_id,
             clock=clock,
             staleness_timeout=self.config.subscriptions.staleness_timeout,
+            wake=bridge.wake_later,
         )
         self._router.attach(self._manager, self._orders, self._order_ids, self._subs)
         self._manager.add_ready_hook(self._on_session_ready)

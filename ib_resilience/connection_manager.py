@@ -51,10 +51,10 @@ class IBConnectionManager:
         self.config = config
         self.clock = clock
         self.stats = ConnectionStats(clock)
-        self.pending = PendingRequests()
         self.dispatcher = Dispatcher(name="ib-dispatcher")
         self.pacer = Pacer.from_settings(config.pacing, clock)
         self.bridge = Bridge(sink, pacer=self.pacer, clock=clock)
+        self.pending = PendingRequests(wake=self.bridge.wake_later)
         self._schedule = ReconnectSchedule(config.reconnect_delay_base, config.reconnect_delay_max, rng)
 
         self._state = S.DISCONNECTED

@@ -15,13 +15,22 @@ fails, or the frame's shape is not the common one, the handler returns False *be
 callback, and the caller hands the frame to the official decoder, which then produces
 whatever it produces (an error callback, a log line, an exception). So the fast path never
 has to imitate the official failure modes.
+
+Claimed ticks: a ``claim_tick(req_id, tick_type, value, size)`` callable, if given, sees every
+decoded TICK_PRICE and TICK_SIZE first. If it returns True the tick is consumed and no wrapper
+callback fires for that frame; otherwise the callbacks above fire unchanged. ``IBClient`` claims
+the ticks of its own streaming subscriptions this way (one call per price-and-size message
+instead of ``tickPrice`` + ``tickSize`` with a ``TickAttrib``); every other tick (snapshots,
+unknown request ids) and every other message gets the official callbacks. A price tick is
+claimed with the size that came in the same message (``None`` for types that carry none), a
+size tick with ``size`` None.
 """
 
 from __future__ import annotations
 
 import inspect
 from decimal import Decimal
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from ibapi.common import TickAttrib
 from ibapi.ticktype import TickTypeEnum
@@ -48,6 +57,9 @@ _SIZE_TICK_FOR_PRICE_TICK = {
     TickTypeEnum.DELAYED_LAST: TickTypeEnum.DELAYED_LAST_SIZE,
 }
 _NOT_SET = TickTypeEnum.NOT_SET
+
+#: ``claim_tick(req_id, tick_type, value, size) -> bool``; see the module docstring.
+TickClaim = Callable[[int, int, Any, Any], bool]
 
 
 def _error_has_time() -> bool:
@@ -96,6 +108,23 @@ _decimal_cache: Dict[bytes, Decimal] = {}
 _DECIMAL_CACHE_MAX = 4096
 
 
+class _IntCache(Dict[bytes, int]):
+    """``int(raw or 0)`` (the official ``decode(int, ...)``) memoised: request ids, tick types,
+    versions, masks and sizes repeat, and a dict hit costs a fifth of ``int()``. Failures are
+    not cached (``int`` raises again). Bounded: cleared when full."""
+
+    def __missing__(self, raw: bytes) -> int:
+        value = int(raw or 0)
+        if len(self) >= _INT_CACHE_MAX:
+            self.clear()
+        self[raw] = value
+        return value
+
+
+_INT_CACHE_MAX = 4096
+_INTS = _IntCache()
+
+
 def _decimal(raw: bytes) -> Decimal:
     """10.x ``decode(Decimal, fields)``."""
     value = _decimal_cache.get(raw)
@@ -117,10 +146,11 @@ class FastPath:
     the official decoder. Only valid at server version 157.
     """
 
-    def __init__(self, wrapper: Any) -> None:
+    def __init__(self, wrapper: Any, claim_tick: Optional[TickClaim] = None) -> None:
         if not supported():
             raise RuntimeError("the installed ibapi line is not supported by the fast path")
         self._w = wrapper
+        self._claim = claim_tick
         self._decimal = _sizes_are_decimal()
         handlers: Dict[bytes, Callable[[List[bytes]], bool]]
         if self._decimal:
@@ -144,6 +174,12 @@ class FastPath:
         handlers[b"49"] = self._current_time
         self._handlers = handlers
 
+    @property
+    def handlers(self) -> Dict[bytes, Callable[[List[bytes]], bool]]:
+        """Message id (as the raw field) -> handler of the split frame; for a caller that
+        splits the frame itself. A handler returns what :meth:`handle` returns."""
+        return self._handlers
+
     def handle(self, frame: bytes) -> bool:
         fields = frame.split(b"\0")
         handler = self._handlers.get(fields[0])
@@ -157,43 +193,58 @@ class FastPath:
     # ------------------------------------------------------------------ TICK_PRICE (1)
 
     def _tick_price_9(self, f: List[bytes]) -> bool:
-        if len(f) < 8:
-            return False
+        if len(f) != 8:  # 7 fields at 157; the official decoder ignores any extra ones
+            if len(f) < 8:
+                return False
+            f = f[:8]
+        _, version, raw_req, raw_type, raw_price, raw_size, raw_mask, _ = f
+        ints = _INTS
         try:
-            int(f[1] or 0)  # version: decoded (and so validated), then ignored
-            req_id = int(f[2] or 0)
-            tick_type = int(f[3] or 0)
-            price = float(f[4] or 0)
-            size = int(f[5] or 0)
-            mask = int(f[6] or 0)
+            ints[version]  # decoded (and so validated), then ignored
+            req_id = ints[raw_req]
+            tick_type = ints[raw_type]
+            price = float(raw_price or 0)
+            size = ints[raw_size]
+            mask = ints[raw_mask]
         except (ValueError, TypeError):
             return False
-        self._fire_tick_price(req_id, tick_type, price, size, mask)
+        size_tick = _SIZE_TICK_FOR_PRICE_TICK.get(tick_type)
+        claim = self._claim
+        if claim is None or not claim(req_id, tick_type, price, None if size_tick is None else size):
+            self._fire_tick_price(req_id, tick_type, price, size, mask, size_tick)
         return True
 
     def _tick_price_10(self, f: List[bytes]) -> bool:
-        if len(f) < 8:
-            return False
+        if len(f) != 8:
+            if len(f) < 8:
+                return False
+            f = f[:8]
+        _, version, raw_req, raw_type, raw_price, raw_size, raw_mask, _ = f
+        ints = _INTS
         try:
-            int(f[1] or 0)
-            req_id = int(f[2] or 0)
-            tick_type = int(f[3] or 0)
-            price = float(f[4] or 0)
-            size = _decimal(f[5])
-            mask = int(f[6] or 0)
+            ints[version]
+            req_id = ints[raw_req]
+            tick_type = ints[raw_type]
+            price = float(raw_price or 0)
+            size = _decimal(raw_size)
+            mask = ints[raw_mask]
         except Exception:  # ValueError, decimal.InvalidOperation, UnicodeDecodeError
             return False
-        self._fire_tick_price(req_id, tick_type, price, size, mask)
+        size_tick = _SIZE_TICK_FOR_PRICE_TICK.get(tick_type)
+        claim = self._claim
+        if claim is None or not claim(req_id, tick_type, price, None if size_tick is None else size):
+            self._fire_tick_price(req_id, tick_type, price, size, mask, size_tick)
         return True
 
-    def _fire_tick_price(self, req_id: int, tick_type: int, price: float, size: Any, mask: int) -> None:
+    def _fire_tick_price(
+        self, req_id: int, tick_type: int, price: float, size: Any, mask: int, size_tick: Optional[int]
+    ) -> None:
         attrib = TickAttrib()
         attrib.canAutoExecute = mask & 1 != 0
         attrib.pastLimit = mask & 2 != 0
         attrib.preOpen = mask & 4 != 0
         w = self._w
         w.tickPrice(req_id, tick_type, price, attrib)
-        size_tick = _SIZE_TICK_FOR_PRICE_TICK.get(tick_type)
         if size_tick is not None:
             w.tickSize(req_id, size_tick, size)
 
@@ -209,7 +260,9 @@ class FastPath:
             size = int(f[4])
         except ValueError:
             return False
-        self._w.tickSize(req_id, tick_type, size)
+        claim = self._claim
+        if claim is None or not claim(req_id, tick_type, size, None):
+            self._w.tickSize(req_id, tick_type, size)
         return True
 
     def _tick_size_10(self, f: List[bytes]) -> bool:
@@ -223,7 +276,9 @@ class FastPath:
         except Exception:
             return False
         if tick_type != _NOT_SET:
-            self._w.tickSize(req_id, tick_type, size)
+            claim = self._claim
+            if claim is None or not claim(req_id, tick_type, size, None):
+                self._w.tickSize(req_id, tick_type, size)
         return True
 
     # ------------------------------------------------------------------ ORDER_STATUS (3)

@@ -54,7 +54,10 @@ class OrderState:
 class OrderTracker:
     """Thread-safe book of orders keyed by order id and by ``orderRef``."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake: Callable[[Callable[[], None]], None] = lambda fn: fn()) -> None:
+        """``wake(notify)`` wakes the waiters after an update; ``IBClient`` passes
+        ``Bridge.wake_later``, so the reader wakes them once per read, not per message."""
+        self._wake = wake
         self._cond = threading.Condition()
         self._orders: Dict[int, OrderState] = {}
         self._by_ref: Dict[str, int] = {}
@@ -73,8 +76,8 @@ class OrderTracker:
             self._orders[order_id] = new
             if new.order_ref:
                 self._by_ref[new.order_ref] = order_id
-            self._cond.notify_all()
             listeners = list(self._listeners)
+        self._wake(self.notify)
         for fn in listeners:
             fn(new)
         return new
@@ -137,7 +140,7 @@ class OrderTracker:
             self._sync_due.discard(marker)
             if not self._sync_due and self._sync_generation > self.synced_generation:
                 self.synced_generation = self._sync_generation
-            self._cond.notify_all()
+        self._wake(self.notify)
 
     def on_execution(self, order_id: int, exec_id: str) -> None:
         with self._cond:

@@ -19,6 +19,13 @@ from .errors import IBConnectionError, RequestTimeoutError
 REQUEST_ID_BASE = 1_000_000_000
 
 
+Waker = Callable[[Callable[[], None]], None]
+
+
+def _now(fn: Callable[[], None]) -> None:
+    fn()
+
+
 class NoReplyYet(Exception):
     """Internal: a pending request is still unanswered at the waiter's timeout."""
 
@@ -31,7 +38,7 @@ class Pending:
     that removed it from the table (under the table's lock) settles it, so it settles once.
     """
 
-    __slots__ = ("key", "kind", "generation", "rows", "data", "_gate", "_value", "_error")
+    __slots__ = ("key", "kind", "generation", "rows", "data", "_gate", "_settled", "_value", "_error")
 
     def __init__(self, key: int, kind: str, generation: int) -> None:
         self.key = key
@@ -41,24 +48,28 @@ class Pending:
         self.data: Dict[Any, Any] = {}
         self._gate = threading.Lock()
         self._gate.acquire()
+        self._settled = False
         self._value: Any = None
         self._error: Optional[BaseException] = None
 
     def done(self) -> bool:
-        return not self._gate.locked()
+        return self._settled
 
-    def resolve(self, value: Any) -> bool:
-        if self.done():
+    def resolve(self, value: Any, wake: Waker = _now) -> bool:
+        """Settle with ``value``; ``wake(release)`` opens the gate (now, by default)."""
+        if self._settled:
             return False
+        self._settled = True
         self._value = value
-        self._gate.release()
+        wake(self._gate.release)
         return True
 
-    def fail(self, exc: BaseException) -> bool:
-        if self.done():
+    def fail(self, exc: BaseException, wake: Waker = _now) -> bool:
+        if self._settled:
             return False
+        self._settled = True
         self._error = exc
-        self._gate.release()
+        wake(self._gate.release)
         return True
 
     def result(self, timeout: float) -> Any:
@@ -74,7 +85,11 @@ class Pending:
 class PendingRequests:
     """The table of requests in flight. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake: Waker = _now) -> None:
+        """``wake(release)`` opens a settled request's gate from :meth:`resolve` and
+        :meth:`fail` (the reader thread defers it to the end of its read; see
+        ``Bridge.wake_later``)."""
+        self._wake = wake
         self._lock = threading.Lock()
         self._pending: Dict[int, Pending] = {}
         self._ids = itertools.count(REQUEST_ID_BASE)
@@ -136,12 +151,12 @@ class PendingRequests:
     def resolve(self, key: int, value: Any) -> bool:
         with self._lock:
             pending = self._pending.pop(key, None)
-        return pending.resolve(value) if pending is not None else False
+        return pending.resolve(value, self._wake) if pending is not None else False
 
     def fail(self, key: int, exc: BaseException) -> bool:
         with self._lock:
             pending = self._pending.pop(key, None)
-        return pending.fail(exc) if pending is not None else False
+        return pending.fail(exc, self._wake) if pending is not None else False
 
     def __len__(self) -> int:
         with self._lock:

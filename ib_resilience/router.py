@@ -132,6 +132,12 @@ class Router:
 
     # ----------------------------------------------------------- market data
 
+    @property
+    def claim_tick(self) -> Callable[[int, int, Any, Any], bool]:
+        """The fast path's tick claim (read once per connection): ticks of our streaming
+        subscriptions go straight to them; ``tickPrice``/``tickSize`` below get the rest."""
+        return self.subs.claim_tick
+
     def tickPrice(self, reqId: int, tickType: int, price: float, attrib: Any) -> None:  # noqa: N802
         if self.subs.on_tick(reqId, tickType, price):
             return

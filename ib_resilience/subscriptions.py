@@ -55,6 +55,8 @@ class Tick(NamedTuple):
     size: Optional[float] = None
 
 
+_tuple_new = tuple.__new__  # builds a Tick without the named tuple's Python-level __new__
+
 # A price tick type -> the size tick type IB sends with it, in the same message.
 PRICE_SIZE = {1: 0, 2: 3, 4: 5, 66: 69, 67: 70, 68: 71}
 
@@ -117,8 +119,12 @@ class SubscriptionManager:
         *,
         clock: Clock = SYSTEM_CLOCK,
         staleness_timeout: Optional[float] = 60.0,
+        wake: Callable[[Callable[[], None]], None] = lambda fn: fn(),
     ) -> None:
+        """``wake(fn)`` runs the dispatcher hand-off; ``IBClient`` passes ``Bridge.wake_later`` so
+        the dispatcher is woken once the reader has handled its whole read."""
         self._dispatcher = dispatcher
+        self._wake = wake
         self._send = send
         self._cancel = cancel
         self._next_req_id = next_req_id
@@ -281,9 +287,35 @@ class SubscriptionManager:
             self._open_gap(sub)
         return True
 
+    def claim_tick(self, req_id: int, tick_type: int, value: Any, size: Any) -> bool:
+        """A tick straight from the fast path (a price with the size of the same message, or a
+        size alone); True if it belonged to one of our streams. The hottest code in the
+        library: one lookup, one clock read, one append; a drain is scheduled only when none is."""
+        sub = self._by_req.get(req_id)
+        if sub is None:
+            return False
+        wall = self._now()
+        sub.ticks += 1
+        if sub._pending_accept or sub._blind or sub._held_price is not None:
+            self._first_tick_checks(sub, wall)
+        sub.last_tick_at = wall
+        self._enqueue(sub, tick_type, value, wall, size)
+        return True
+
+    def _first_tick_checks(self, sub: MarketDataSubscription, wall: float) -> None:
+        if sub._pending_accept:
+            sub._pending_accept = False
+            sub._accepted.set()
+        if sub._blind:
+            self._close_gap(sub, wall)
+        held = sub._held_price
+        if held is not None:  # a price from the official decoder still waiting for its size
+            sub._held_price = None
+            self._enqueue(sub, held[0], held[1], held[2], None)
+
     def on_tick(self, req_id: int, tick_type: int, value: Any) -> bool:
-        """A tick from the reader; True if it belonged to one of our streams. The hottest code
-        in the library: one clock read, one append, a drain scheduled only when none is.
+        """A tick from the official callbacks (``tickPrice``/``tickSize``; the fast path claims
+        its ticks through :meth:`claim_tick` instead); True if it belonged to one of our streams.
 
         A bid/ask/last price is held back until the size the decoder reports right after it
         (same message), and the two go out as one Tick."""
@@ -292,20 +324,17 @@ class SubscriptionManager:
             return False
         wall = self._now()
         sub.ticks += 1
-        sub.last_tick_at = wall
-        if sub._pending_accept:
-            sub._pending_accept = False
-            sub._accepted.set()
-        if sub._blind:
-            self._close_gap(sub, wall)
         held = sub._held_price
+        sub._held_price = None
+        if sub._pending_accept or sub._blind:
+            self._first_tick_checks(sub, wall)
+        sub.last_tick_at = wall
         if tick_type in PRICE_SIZE:
             if held is not None:
                 self._enqueue(sub, held[0], held[1], held[2], None)
             sub._held_price = (tick_type, value, wall)
             return True
         if held is not None:
-            sub._held_price = None
             if PRICE_SIZE[held[0]] == tick_type:
                 self._enqueue(sub, held[0], held[1], held[2], value)
                 return True
@@ -318,26 +347,39 @@ class SubscriptionManager:
         if len(buffer) < MAX_BUFFERED_TICKS:
             buffer.append((sub, tick_type, value, wall, size))
         else:
-            with self._overflow_lock:
-                self._overflow[(sub.id, tick_type)] = (sub, tick_type, value, wall, size)
-            self.coalesced += 1
+            self._coalesce(sub, tick_type, value, wall, size)
         if not self._drain_scheduled:
             self._drain_scheduled = True
-            self._dispatcher.submit(self._drain)
+            self._wake(self._schedule_drain)
+
+    def _coalesce(self, sub: MarketDataSubscription, tick_type: int, value: Any, wall: float, size: Any) -> None:
+        with self._overflow_lock:
+            self._overflow[(sub.id, tick_type)] = (sub, tick_type, value, wall, size)
+        self.coalesced += 1
+
+    def _schedule_drain(self) -> None:
+        self._dispatcher.submit(self._drain)
 
     def _drain(self) -> None:
         """On the dispatcher: deliver buffered ticks in arrival order, a slice at a time."""
         self._drain_scheduled = False  # first: a tick appended from now on schedules a new drain
-        buffer = self._buffer
-        deliver = self._deliver
+        popleft = self._buffer.popleft
+        names = TICK_NAMES
+        new = _tuple_new
         for _ in range(DRAIN_SLICE):
             try:
-                item = buffer.popleft()
+                sub, tick_type, value, wall, size = popleft()
             except IndexError:
                 break
-            deliver(*item)
+            if not sub.active:
+                continue
+            try:
+                sub.on_tick(new(Tick, (sub.symbol, tick_type, names.get(tick_type) or str(tick_type), float(value),
+                                       wall, None if size is None else float(size))))
+            except Exception:
+                self._callback_failed(sub)
         else:
-            if buffer and not self._drain_scheduled:
+            if self._buffer and not self._drain_scheduled:
                 self._drain_scheduled = True
                 self._dispatcher.submit(self._drain)  # yield to events queued meanwhile
             return
@@ -354,9 +396,12 @@ class SubscriptionManager:
             sub.on_tick(Tick(sub.symbol, tick_type, TICK_NAMES.get(tick_type) or str(tick_type), float(value), wall,
                              None if size is None else float(size)))
         except Exception:
-            self.callback_errors += 1
-            if self.callback_errors <= 10 or self.callback_errors % 1000 == 0:
-                log.exception("on_tick callback for %s raised (%d so far); ignored", sub.symbol, self.callback_errors)
+            self._callback_failed(sub)
+
+    def _callback_failed(self, sub: MarketDataSubscription) -> None:
+        self.callback_errors += 1
+        if self.callback_errors <= 10 or self.callback_errors % 1000 == 0:
+            log.exception("on_tick callback for %s raised (%d so far); ignored", sub.symbol, self.callback_errors)
 
     def stats(self) -> Dict[str, Any]:
         subs = self.active()

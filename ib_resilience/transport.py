@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import IBConnectionError
@@ -35,7 +35,7 @@ _RECV_SIZE = 65536
 # Compact the receive buffer once this much of it has been consumed; below that, keep an offset.
 _COMPACT_AT = 65536
 
-FrameHandler = Callable[[int, bytes], None]
+FramesHandler = Callable[[int, List[bytes]], None]
 CloseHandler = Callable[[int, str], None]
 
 _unpack_len = struct.Struct("!I").unpack_from
@@ -48,8 +48,10 @@ class FrameTooLong(IBConnectionError):
 class Transport:
     """One connection (one *generation*). Not reusable: after :meth:`close`, make a new one.
 
-    ``on_frame(generation, payload)`` runs on the reader thread for every inbound frame (the
-    payload without its length prefix). ``on_close(generation, reason)`` runs exactly once:
+    ``on_frames(generation, payloads)`` runs on the reader thread with the complete frames of
+    each read, in order (payloads without their length prefix; one call per read, so the
+    handler's per-call cost is paid once per read rather than per frame). The handler stops
+    early if it closes the transport. ``on_close(generation, reason)`` runs exactly once:
     on the reader thread once it has started (after its last frame), otherwise on the thread
     that closed the transport.
     """
@@ -57,7 +59,7 @@ class Transport:
     def __init__(
         self,
         generation: int,
-        on_frame: FrameHandler,
+        on_frames: FramesHandler,
         on_close: CloseHandler,
         *,
         pacer: Any = None,
@@ -67,7 +69,7 @@ class Transport:
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         self.generation = generation
-        self._on_frame = on_frame
+        self._on_frames = on_frames
         self._on_close = on_close
         self._pacer = pacer
         self._clock = clock
@@ -81,6 +83,7 @@ class Transport:
         self._close_reason = ""
         self._close_fired = False
         self._reader: Optional[threading.Thread] = None
+        self._after_frames: List[Callable[[], None]] = []
         self._pending = bytearray()  # bytes received during the handshake after the version frame
         self.host: Optional[str] = None
         self.port: Optional[int] = None
@@ -211,13 +214,35 @@ class Transport:
         except Exception as exc:  # a bug of ours; never let the thread die silently
             logger.exception("reader of generation %d failed", self.generation)
             reason = f"reader error: {exc!r}"
+        self._run_after_frames()  # a waiter woken for a reply must not wait for the close
         self._begin_close(reason)
         self._fire_close()
+
+    def call_after_frames(self, fn: Callable[[], None]) -> None:
+        """Reader thread only: run ``fn`` once the frames of the current read are handled, just
+        before the reader waits for more bytes (or closes).
+
+        For waking other threads: a thread woken while the reader still holds the GIL wakes
+        only to block on the GIL and must be woken again. Deferred to this point, its wake-up
+        overlaps the reader's wait, and a read that resolves many things wakes each once.
+        """
+        self._after_frames.append(fn)
+
+    def _run_after_frames(self) -> None:
+        fns = self._after_frames
+        if not fns:
+            return
+        self._after_frames = []
+        for fn in fns:
+            try:
+                fn()
+            except Exception:
+                logger.exception("after-frames callback %r of generation %d failed", fn, self.generation)
 
     def _read_loop(self) -> str:
         sock = self._sock
         assert sock is not None
-        on_frame = self._on_frame
+        on_frames = self._on_frames
         gen = self.generation
         max_len = self._max_frame_len
         monotonic = self._clock.monotonic
@@ -225,31 +250,38 @@ class Transport:
         self._pending = bytearray()
         off = 0
         recv = sock.recv
+        unpack = _unpack_len
         while True:
+            too_long = 0
             if buf:
                 # Frames that arrived with the version reply, or a partial frame from the last read.
+                frames = []
                 end_buf = len(buf)
                 while end_buf - off >= 4:
-                    (size,) = _unpack_len(buf, off)
+                    (size,) = unpack(buf, off)
                     if size > max_len:
-                        return f"protocol error: frame length {size} exceeds {max_len}"
+                        too_long = size
+                        break
                     end = off + 4 + size
                     if end > end_buf:
                         break
-                    frame = bytes(buf[off + 4 : end])
+                    frames.append(bytes(buf[off + 4 : end]))
                     off = end
-                    self.frames_in += 1
-                    on_frame(gen, frame)
-                    if self._closing:
-                        return self._close_reason
                 if off == end_buf:
                     buf.clear()
                     off = 0
                 elif off >= _COMPACT_AT:
                     del buf[:off]
                     off = 0
+                if frames:
+                    self.frames_in += len(frames)
+                    on_frames(gen, frames)
+                if too_long:
+                    return f"protocol error: frame length {too_long} exceeds {max_len}"
             if self._closing:
                 return self._close_reason
+            if self._after_frames:
+                self._run_after_frames()
             try:
                 chunk = recv(_RECV_SIZE)
             except socket.timeout:
@@ -263,22 +295,26 @@ class Transport:
             if buf:
                 buf += chunk
                 continue
-            # Fast case: the buffer is empty, so parse straight out of the chunk.
+            # Fast case: the buffer is empty, so slice frames straight out of the chunk.
+            frames = []
+            append = frames.append
             n = len(chunk)
             pos = 0
             while n - pos >= 4:
-                (size,) = _unpack_len(chunk, pos)
+                (size,) = unpack(chunk, pos)
                 if size > max_len:
-                    return f"protocol error: frame length {size} exceeds {max_len}"
+                    too_long = size
+                    break
                 end = pos + 4 + size
                 if end > n:
                     break
-                frame = chunk[pos + 4 : end]
+                append(chunk[pos + 4 : end])
                 pos = end
-                self.frames_in += 1
-                on_frame(gen, frame)
-                if self._closing:
-                    return self._close_reason
+            if frames:
+                self.frames_in += len(frames)
+                on_frames(gen, frames)
+            if too_long:
+                return f"protocol error: frame length {too_long} exceeds {max_len}"
             if pos < n:
                 buf += chunk[pos:] if pos else chunk
 

@@ -12,6 +12,7 @@ from ibapi.client import EClient
 
 from ib_resilience.bridge import IBAPI_LINE, Bridge, HandshakeInfo
 from ib_resilience.errors import ClientIdInUseError, IBConnectionError
+from ib_resilience.requests import PendingRequests
 
 from .gwserver import VERSION_REPLY, ScriptedServer, ServerConn, frame, startup_burst, wait_until
 from .sinks import RecordingSink
@@ -149,11 +150,13 @@ def test_version_reply_followed_by_a_malformed_frame_is_counted_and_survived() -
         bridge.close()
 
 
-def test_a_non_numeric_message_id_closes_the_connection() -> None:
+def test_a_non_numeric_message_id_closes_the_connection_and_nothing_after_it_is_decoded() -> None:
     def script(conn: ServerConn) -> None:
         conn.accept_client()
         conn.read_frame()
-        conn.send(frame("garbage", 1, 2))
+        # One write: the reader gets these together (or in pieces; either way nothing after the
+        # garbage may be decoded, since the stream is out of step from there on).
+        conn.send(frame(49, 1, NOW) + frame("garbage", 1, 2) + frame(49, 1, NOW + 1))
         conn.drain()
 
     sink = RecordingSink()
@@ -164,6 +167,7 @@ def test_a_non_numeric_message_id_closes_the_connection() -> None:
         closes = sink.wait_closes(1)
         assert closes[0][0] == 1 and closes[0][1].startswith("protocol error")
         assert bridge.counters().decode_errors == 1
+        assert sink.named("currentTime") == [(NOW,)]
         bridge.close()
     assert len(sink.closes) == 1
 
@@ -343,3 +347,54 @@ def test_an_injected_clock_stamps_last_rx_while_socket_deadlines_stay_real() -> 
     with ScriptedServer(stall) as srv:
         with pytest.raises(IBConnectionError, match="timed out"):
             Bridge(RecordingSink(), clock=clock).open("127.0.0.1", srv.port, 1, 0.3)
+
+
+def test_wake_later_defers_to_the_end_of_the_read_on_the_reader_and_runs_at_once_elsewhere() -> None:
+    events: List[str] = []
+    reader_threads: List[threading.Thread] = []
+    with ScriptedServer(gateway) as srv:
+        sink = RecordingSink()
+        bridge = Bridge(sink)
+        bridge.open("127.0.0.1", srv.port, 1, 5.0)
+
+        def on_time(t: int) -> None:
+            bridge.wake_later(lambda: (events.append("woken"), reader_threads.append(threading.current_thread())))
+            events.append("callback returned")  # the wake-up has not run inside the callback
+            sink._record("currentTime", (t,))
+
+        bridge._sink_fns["currentTime"] = on_time
+        bridge.reqCurrentTime()
+        sink.wait_for("currentTime")
+        assert wait_until(lambda: "woken" in events, 5)
+        assert events == ["callback returned", "woken"]
+        assert reader_threads == [bridge.transport.reader_thread]  # type: ignore[union-attr]
+        bridge.wake_later(lambda: events.append("now"))  # not the reader: runs before returning
+        assert events[-1] == "now"
+        bridge.close()
+
+
+def test_a_reply_and_a_close_in_the_same_read_resolve_the_waiter_with_the_reply() -> None:
+    """Wake-ups deferred to the end of a read run before the close is announced, so a request
+    answered just before the stream broke gets its answer, not a connection error or a hang."""
+
+    def script(conn: ServerConn) -> None:
+        conn.accept_client()
+        conn.read_frame()
+        conn.send(frame(49, 1, NOW) + frame("garbage", 1, 2))  # the reply, then a protocol error
+        conn.drain()
+
+    sink = RecordingSink()
+    with ScriptedServer(script) as srv:
+        bridge = Bridge(sink)
+        pending = PendingRequests(wake=bridge.wake_later)
+        sink.on_close_hook = lambda gen, reason: pending.close_generation(
+            gen, lambda p: IBConnectionError("connection closed")
+        )
+        bridge._sink_fns["currentTime"] = lambda t: pending.resolve(request.key, t)
+        info = bridge.open("127.0.0.1", srv.port, 1, 5.0)
+        pending.open_generation(info.generation)
+        request = pending.register("current_time")
+        bridge.reqCurrentTime()
+        assert pending.wait(request, 5.0, "get_current_time") == NOW
+        assert sink.wait_closes(1)[0][1].startswith("protocol error")
+        bridge.close()

@@ -13,7 +13,7 @@ from ib_resilience.bridge import _INTERPRET_TAKES_MSG_ID
 from ib_resilience.fastpath import FastPath, supported
 
 from .gwserver import encode_fields
-from .recording import RecordingWrapper
+from .recording import RecordingWrapper, norm
 
 MUST_BE_FAST: List[bytes] = []
 MAY_DECLINE: List[bytes] = []
@@ -168,3 +168,49 @@ def test_tick_price_fires_tick_size_for_bid_ask_last_only() -> None:
     }
     handled, calls = fastpath(encode_fields(1, 6, 5, 6, "10.5", 200, 0))  # HIGH: no size
     assert handled and [name for name, _ in calls] == ["tickPrice"]
+
+
+TICK_FRAMES = [f for f in MUST_BE_FAST + MAY_DECLINE if f.split(b"\0")[0] in (b"1", b"2")]
+
+
+@pytest.mark.parametrize("frame", TICK_FRAMES, ids=lambda f: repr(f)[:60])
+def test_a_claim_that_declines_changes_no_callback(frame: bytes) -> None:
+    """With a claim installed that declines everything, every tick frame still produces exactly
+    the official callbacks (or is declined as before)."""
+    offered: List[tuple] = []
+    rec = RecordingWrapper()
+    handled = FastPath(rec, lambda *args: bool(offered.append(args))).handle(frame)
+    plain_handled, plain_calls = fastpath(frame)
+    assert (handled, rec.calls) == (plain_handled, plain_calls)
+    if not handled:
+        assert offered == []
+
+
+@pytest.mark.parametrize("frame", TICK_FRAMES, ids=lambda f: repr(f)[:60])
+def test_a_claimed_tick_carries_what_the_official_callbacks_would(frame: bytes) -> None:
+    """A claimed tick fires no callback, and the claim saw the request id, tick type, value and
+    size (same types and values) that the official decoder's tickPrice/tickSize carry."""
+    handled, plain_calls = fastpath(frame)
+    if not handled:
+        return
+    claimed: List[tuple] = []
+    rec = RecordingWrapper()
+
+    def claim(req_id: int, tick_type: int, value: object, size: object) -> bool:
+        claimed.append((req_id, tick_type, value, size))
+        return True
+
+    assert FastPath(rec, claim).handle(frame)
+    assert rec.calls == []
+    theirs, _ = official(frame)
+    if not theirs:  # a NOT_SET size tick: nothing to claim either
+        assert claimed == []
+        return
+    (req_id, tick_type, value, size), = claimed
+    first = theirs[0]
+    assert first[1][:3] == (norm(req_id), norm(tick_type), norm(value))
+    if first[0] == "tickPrice":
+        assert len(theirs) in (1, 2)
+        assert (norm(size) if size is not None else None) == (theirs[1][1][2] if len(theirs) == 2 else None)
+    else:
+        assert first[0] == "tickSize" and len(theirs) == 1 and size is None

@@ -22,9 +22,9 @@ class Recorder:
         self.closed = threading.Event()
         self.cond = threading.Condition()
 
-    def on_frame(self, gen: int, payload: bytes) -> None:
+    def on_frames(self, gen: int, payloads: List[bytes]) -> None:
         with self.cond:
-            self.frames.append(payload)
+            self.frames.extend(payloads)
             self.cond.notify_all()
 
     def on_close(self, gen: int, reason: str) -> None:
@@ -37,7 +37,7 @@ class Recorder:
 
 
 def open_transport(port: int, rec: Recorder, timeout: float = 5.0, **kw: object) -> Transport:
-    t = Transport(1, rec.on_frame, rec.on_close, **kw)  # type: ignore[arg-type]
+    t = Transport(1, rec.on_frames, rec.on_close, **kw)  # type: ignore[arg-type]
     t.connect("127.0.0.1", port, timeout)
     t.start()
     return t
@@ -60,7 +60,7 @@ def test_handshake_offers_v100_157_and_returns_version_and_time() -> None:
 
     rec = Recorder()
     with ScriptedServer(script) as srv:
-        t = Transport(1, rec.on_frame, rec.on_close)
+        t = Transport(1, rec.on_frames, rec.on_close)
         assert t.connect("127.0.0.1", srv.port, 5.0) == (157, "20261130 07:45:00 Greenwich Mean Time")
         t.close()
     assert seen == [f"v{MIN_CLIENT_VERSION}..{MAX_CLIENT_VERSION}"] == ["v100..157"]
@@ -74,7 +74,7 @@ def test_stalled_handshake_is_bounded_and_closes() -> None:
 
     rec = Recorder()
     with ScriptedServer(script) as srv:
-        t = Transport(1, rec.on_frame, rec.on_close)
+        t = Transport(1, rec.on_frames, rec.on_close)
         with pytest.raises(IBConnectionError, match="timed out") as info:
             t.connect("127.0.0.1", srv.port, 0.3)
         assert isinstance(info.value.__cause__, TimeoutError)
@@ -90,7 +90,7 @@ def test_close_before_version_reply_raises() -> None:
 
     rec = Recorder()
     with ScriptedServer(script) as srv:
-        t = Transport(1, rec.on_frame, rec.on_close)
+        t = Transport(1, rec.on_frames, rec.on_close)
         with pytest.raises(IBConnectionError, match="before the version reply"):
             t.connect("127.0.0.1", srv.port, 5.0)
     assert len(rec.closes) == 1
@@ -102,7 +102,7 @@ def test_refused_port_raises_connection_error() -> None:
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     rec = Recorder()
-    t = Transport(1, rec.on_frame, rec.on_close)
+    t = Transport(1, rec.on_frames, rec.on_close)
     with pytest.raises(IBConnectionError) as info:
         t.connect("127.0.0.1", port, 2.0)
     assert isinstance(info.value, ConnectionError) and info.value.port == port
@@ -118,7 +118,7 @@ def test_server_version_outside_our_range_is_refused() -> None:
     rec = Recorder()
     with ScriptedServer(script) as srv:
         with pytest.raises(IBConnectionError, match="176"):
-            Transport(1, rec.on_frame, rec.on_close).connect("127.0.0.1", srv.port, 5.0)
+            Transport(1, rec.on_frames, rec.on_close).connect("127.0.0.1", srv.port, 5.0)
 
 
 def test_bytes_that_arrive_with_the_version_reply_are_kept() -> None:

@@ -27,9 +27,9 @@ class RecordingBridge(Bridge):
         super().__init__(sink)
         self.frames: List[bytes] = []
 
-    def _on_frame(self, gen: int, frame: bytes) -> None:
-        self.frames.append(frame)
-        super()._on_frame(gen, frame)
+    def _on_frames(self, gen: int, frames: List[bytes]) -> None:
+        self.frames.extend(frames)
+        super()._on_frames(gen, frames)
 
 
 def stock(symbol: str = "AAPL") -> Contract:
