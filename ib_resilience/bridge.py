@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ibapi
+from ibapi import comm
 from ibapi.client import EClient
 from ibapi.decoder import Decoder
 from ibapi.wrapper import EWrapper
@@ -52,6 +54,12 @@ IBAPI_LINE: int = int(IBAPI_VERSION.split(".")[0])
 _INTERPRET_TAKES_MSG_ID = "msgId" in inspect.signature(Decoder.interpret).parameters
 _ERROR_HAS_TIME = "errorTime" in inspect.signature(EWrapper.error).parameters
 _CANCEL_ORDER_PARAMS = list(inspect.signature(EClient.cancelOrder).parameters)[2:]
+_SEND_MSG_TAKES_ID = "msgId" in inspect.signature(EClient.sendMsg).parameters  # 10.x
+_IBAPI_CLIENT_LOG = logging.getLogger("ibapi.client")
+try:  # 10.x: the first server version with binary message ids
+    from ibapi.server_versions import MIN_SERVER_VER_PROTOBUF as _MIN_SERVER_VER_PROTOBUF
+except ImportError:
+    _MIN_SERVER_VER_PROTOBUF = 1 << 30
 
 CLIENT_ID_IN_USE = 326
 _SINK_NAME_FOR = {"commissionAndFeesReport": "commissionReport"}
@@ -291,6 +299,20 @@ class Bridge(EWrapper, EClient):
         """``EClient.isConnected`` without its eagerly formatted debug line (it runs per request)."""
         conn = self.conn
         return self.connState == EClient.CONNECTED and conn is not None and conn.isConnected()
+
+    def sendMsg(self, *args: Any) -> None:  # noqa: N802
+        """``EClient.sendMsg`` (9.81: ``(msg)``, 10.x: ``(msgId, msg)``) with the same framing
+        (``comm.make_msg``) and log line, but the log line is only built when ibapi's logger
+        is enabled for INFO: the official one looks up its caller's frame on every request."""
+        if _SEND_MSG_TAKES_ID:
+            msg_id, text = args
+            # Raw binary message ids start with protobuf server versions; we negotiate <= 157.
+            full_msg = comm.make_msg(msg_id, self.serverVersion_ >= _MIN_SERVER_VER_PROTOBUF, text)
+        else:
+            full_msg = comm.make_msg(*args)
+        if _IBAPI_CLIENT_LOG.isEnabledFor(logging.INFO):
+            _IBAPI_CLIENT_LOG.info("%s %s %s", "SENDING", sys._getframe(1).f_code.co_name, full_msg)
+        self.conn.sendMsg(full_msg)
 
     def disconnect(self) -> None:
         """``EClient.disconnect`` replaced: closes our transport (no reentrant callbacks)."""

@@ -34,10 +34,11 @@ def with_connection_check(method: F) -> F:
     """Raise IBConnectionError at once (nothing sent) while not connected; on a CONNECTION-category
     failure of the call, wake the watchdog to check the socket now."""
 
+    holds = getattr(method, "_holds_in_maintenance", False)
+
     @functools.wraps(method)
     def wrapper(self: IBClient, *args: Any, **kwargs: Any) -> Any:
         manager = self._manager
-        holds = getattr(method, "_holds_in_maintenance", False)
         if not manager.is_connected() and not (
             holds and manager.config.maintenance.hold_orders and manager.in_maintenance()
         ):

@@ -59,24 +59,25 @@ class Pending:
         """Settle with ``value``; ``wake(release)`` opens the gate (now, by default)."""
         if self._settled:
             return False
-        self._settled = True
         self._value = value
+        self._settled = True
         wake(self._gate.release)
         return True
 
     def fail(self, exc: BaseException, wake: Waker = _now) -> bool:
         if self._settled:
             return False
-        self._settled = True
         self._error = exc
+        self._settled = True
         wake(self._gate.release)
         return True
 
     def result(self, timeout: float) -> Any:
         """The reply; raises the failure, or :class:`NoReplyYet` past ``timeout``."""
-        if not self._gate.acquire(timeout=max(timeout, 0.0)):
+        if self._gate.acquire(timeout=max(timeout, 0.0)):
+            self._gate.release()  # stays open for any later reader
+        elif not self._settled:  # settled with its wake-up still due counts as answered
             raise NoReplyYet
-        self._gate.release()  # stays settled for any later reader
         if self._error is not None:
             raise self._error
         return self._value
@@ -143,6 +144,17 @@ class PendingRequests:
                     return pending
         return None
 
+    def resolve_oldest(self, kind: str, value: Any) -> bool:
+        """Settle the oldest request of ``kind`` (for replies that carry no request id)."""
+        with self._lock:
+            for key, pending in self._pending.items():
+                if pending.kind == kind:
+                    del self._pending[key]
+                    break
+            else:
+                return False
+        return pending.resolve(value, self._wake)
+
     def discard(self, pending: Pending) -> None:
         with self._lock:
             if self._pending.get(pending.key) is pending:
@@ -174,4 +186,5 @@ class PendingRequests:
                 req_id=pending.key,
             ) from None
         finally:
-            self.discard(pending)
+            if not pending.done():  # a settled request has already left the table
+                self.discard(pending)

@@ -72,9 +72,7 @@ class Router:
     def currentTime(self, time: int) -> None:  # noqa: N802
         manager = self.manager
         manager.on_current_time()
-        pending = manager.pending.oldest_of_kind("current_time")
-        if pending is not None:
-            manager.pending.resolve(pending.key, time)
+        manager.pending.resolve_oldest("current_time", time)
 
     def error(self, req_id: int, code: int, text: str, advanced_json: str = "") -> None:
         category = classify(code, text)

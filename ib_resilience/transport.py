@@ -1,5 +1,5 @@
 """One TCP connection to the gateway: a bounded handshake, a framing reader thread, and
-``sendall`` under one lock.
+whole-message sends under one lock.
 
 Why not the official ``Connection``/``EReader``: ``EClient.connect`` has no deadline (it can
 block forever on a silent peer), returns silently when the peer closes before the version
@@ -14,6 +14,7 @@ wire format (fractional sizes, protobuf, ...), see ``docs/architecture.md``.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 import threading
@@ -39,6 +40,9 @@ FramesHandler = Callable[[int, List[bytes]], None]
 CloseHandler = Callable[[int, str], None]
 
 _unpack_len = struct.Struct("!I").unpack_from
+# Where sends can be made non-blocking per call (POSIX), the socket itself stays blocking: with a
+# timeout set, Python polls before every recv and send, a second system call each time.
+_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0) if hasattr(select, "poll") else 0
 
 
 class FrameTooLong(IBConnectionError):
@@ -84,6 +88,7 @@ class Transport:
         self._close_fired = False
         self._reader: Optional[threading.Thread] = None
         self._after_frames: List[Callable[[], None]] = []
+        self._send_now_ok = False
         self._pending = bytearray()  # bytes received during the handshake after the version frame
         self.host: Optional[str] = None
         self.port: Optional[int] = None
@@ -140,8 +145,14 @@ class Transport:
             self._fail_handshake(f"handshake failed: {exc}")
             raise IBConnectionError(f"handshake failed: {exc}", host=host, port=port) from exc
         self.server_version, self.connection_time = server_version, conn_time
-        # One timeout serves both directions: it bounds sendall; the reader just reads again.
-        sock.settimeout(self._send_timeout)
+        if _DONTWAIT:
+            # The reader blocks in recv until bytes or shutdown(); sends never block (_send_now)
+            # and wait for room, bounded by send_timeout, only when the peer stopped reading.
+            sock.settimeout(None)
+            self._send_now_ok = True
+        else:
+            # One timeout serves both directions: it bounds sendall; the reader just reads again.
+            sock.settimeout(self._send_timeout)
         return server_version, conn_time
 
     def _read_version_frame(self, sock: socket.socket, deadline: float) -> Tuple[int, str]:
@@ -345,9 +356,33 @@ class Transport:
             sock = self._sock
             if sock is None or self._closing:
                 raise OSError("not connected")
-            sock.sendall(data)
+            if self._send_now_ok:
+                self._send_now(sock, data)
+            else:
+                sock.sendall(data)
             self.bytes_out += len(data)
             self.frames_out += 1
+
+    def _send_now(self, sock: socket.socket, data: bytes) -> None:
+        """All of ``data`` with non-blocking sends; waits for room only while the socket buffer
+        is full, for at most ``send_timeout`` without progress (then ``socket.timeout``)."""
+        try:
+            sent = sock.send(data, _DONTWAIT)
+        except BlockingIOError:  # the buffer is full
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        while view:
+            try:
+                view = view[sock.send(view, _DONTWAIT):]
+                continue
+            except BlockingIOError:
+                pass
+            if not poller.poll(self._send_timeout * 1000):
+                raise socket.timeout(f"send blocked for {self._send_timeout:g} s: the peer stopped reading")
 
     # ------------------------------------------------------------------ state and closing
 

@@ -3,6 +3,7 @@ connection-closed exactly once per generation, stale frames, threads left behind
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 from typing import List
@@ -398,3 +399,22 @@ def test_a_reply_and_a_close_in_the_same_read_resolve_the_waiter_with_the_reply(
         assert pending.wait(request, 5.0, "get_current_time") == NOW
         assert sink.wait_closes(1)[0][1].startswith("protocol error")
         bridge.close()
+
+
+def test_requests_keep_ibapis_sending_log_line_when_its_logger_is_enabled(caplog: pytest.LogCaptureFixture) -> None:
+    """Bridge.sendMsg builds ibapi's "SENDING" line only when ibapi.client logs at INFO; then it
+    is the official line (message name and framed bytes)."""
+    sink = RecordingSink()
+    with ScriptedServer(gateway) as srv:
+        bridge = Bridge(sink)
+        bridge.open("127.0.0.1", srv.port, 1, 5.0)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ibapi.client"):
+            bridge.reqCurrentTime()
+        sink.wait_for("currentTime")
+        with caplog.at_level(logging.WARNING, logger="ibapi.client"):
+            bridge.reqCurrentTime()
+        assert len(sink.wait_for("currentTime", 2)) == 2
+        bridge.close()
+    sending = [r.getMessage() for r in caplog.records if r.getMessage().startswith("SENDING")]
+    assert sending == ["SENDING reqCurrentTime b'\\x00\\x00\\x00\\x0549\\x001\\x00'"]

@@ -9,6 +9,7 @@ from typing import List, Tuple
 
 import pytest
 
+from ib_resilience import transport as transport_module
 from ib_resilience.errors import IBConnectionError
 from ib_resilience.transport import MAX_CLIENT_VERSION, MIN_CLIENT_VERSION, Transport
 
@@ -263,7 +264,18 @@ def test_send_error_closes_and_raises() -> None:
     assert len(rec.closes) == 1 and not t.isConnected()
 
 
-def test_every_message_passes_the_pacer_and_is_sent_whole() -> None:
+@pytest.fixture(params=["non-blocking sends", "socket timeout"])
+def send_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of sending: per-call non-blocking sends on a blocking socket (POSIX), and
+    ``sendall`` on a socket with a timeout (where MSG_DONTWAIT is missing, e.g. Windows)."""
+    if request.param == "socket timeout":
+        monkeypatch.setattr(transport_module, "_DONTWAIT", 0)
+    elif not transport_module._DONTWAIT:
+        pytest.skip("no MSG_DONTWAIT on this platform")
+    return str(request.param)
+
+
+def test_every_message_passes_the_pacer_and_is_sent_whole(send_mode: str) -> None:
     class CountingPacer:
         def __init__(self) -> None:
             self.n = 0
@@ -332,7 +344,7 @@ def test_last_rx_moves_with_inbound_bytes() -> None:
         t.close()
 
 
-def test_a_send_into_a_peer_that_stopped_reading_times_out_and_closes() -> None:
+def test_a_send_into_a_peer_that_stopped_reading_times_out_and_closes(send_mode: str) -> None:
     release = threading.Event()
 
     def script(conn: ServerConn) -> None:
