@@ -58,6 +58,7 @@ class OrderTracker:
         """``wake(notify)`` wakes the waiters after an update; ``IBClient`` passes
         ``Bridge.wake_later``, so the reader wakes them once per read, not per message."""
         self._wake = wake
+        self._notify_due = False  # a deferred notify is already scheduled (one per read)
         self._cond = threading.Condition()
         self._orders: Dict[int, OrderState] = {}
         self._by_ref: Dict[str, int] = {}
@@ -77,7 +78,7 @@ class OrderTracker:
             if new.order_ref:
                 self._by_ref[new.order_ref] = order_id
             listeners = list(self._listeners)
-        self._wake(self.notify)
+        self._notify_soon()
         for fn in listeners:
             fn(new)
         return new
@@ -140,7 +141,7 @@ class OrderTracker:
             self._sync_due.discard(marker)
             if not self._sync_due and self._sync_generation > self.synced_generation:
                 self.synced_generation = self._sync_generation
-        self._wake(self.notify)
+        self._notify_soon()
 
     def on_execution(self, order_id: int, exec_id: str) -> None:
         with self._cond:
@@ -179,6 +180,15 @@ class OrderTracker:
         """Block until ``predicate()`` (evaluated under the book's lock) holds, or ``timeout``."""
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
+
+    def _notify_soon(self) -> None:
+        if not self._notify_due:
+            self._notify_due = True
+            self._wake(self._notify_now)
+
+    def _notify_now(self) -> None:
+        self._notify_due = False
+        self.notify()
 
     def notify(self) -> None:
         """Wake every waiter (e.g. the connection dropped) so it re-checks its situation."""
