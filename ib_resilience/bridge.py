@@ -368,10 +368,6 @@ class Bridge(EWrapper, EClient):
             self._frames += done
             self._fast_hits += hits
 
-    def _on_frame(self, gen: int, frame: bytes) -> None:
-        """One frame (as :meth:`_on_frames` would handle it)."""
-        self._on_frames(gen, [frame])
-
     def _decode_official(self, gen: int, fields: List[bytes], frame: bytes) -> None:
         del fields[-1]  # comm.read_fields: the piece after the last NUL is dropped
         try:

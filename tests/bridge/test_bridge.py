@@ -219,7 +219,7 @@ def test_each_generation_is_closed_once_and_stale_frames_are_dropped() -> None:
         assert (first.generation, second.generation) == (1, 2)
         assert sink.closes == [(1, "superseded by a new connection")]
         # A frame the old generation's reader might still hand over is dropped.
-        bridge._on_frame(1, b"49\x001\x00123\x00")
+        bridge._on_frames(1, [b"49\x001\x00123\x00"])
         assert bridge.counters().stale_dropped == 1
         assert sink.named("currentTime") == []
         bridge.reqCurrentTime()
