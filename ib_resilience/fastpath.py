@@ -125,6 +125,11 @@ _INT_CACHE_MAX = 4096
 _INTS = _IntCache()
 
 
+def _float(raw: bytes) -> float:
+    """``decode(float, fields)`` of both lines."""
+    return float(raw or 0)
+
+
 def _decimal(raw: bytes) -> Decimal:
     """10.x ``decode(Decimal, fields)``."""
     value = _decimal_cache.get(raw)
@@ -139,6 +144,28 @@ def _decimal(raw: bytes) -> Decimal:
     return value
 
 
+Handler = Callable[[List[bytes]], bool]
+
+
+def _by_signature(wrapper: Any, method: str, *convert: Callable[[bytes], Any]) -> Handler:
+    """A handler for a message the official decoder decodes "by signature": exactly
+    ``len(convert)`` fields after the version, each converted strictly (``int("")`` fails, no
+    ``or 0`` default), then ``wrapper.<method>(*fields)``."""
+    size = len(convert) + 3  # message id, version, the fields, the piece after the last NUL
+
+    def handle(f: List[bytes]) -> bool:
+        if len(f) != size:
+            return False
+        try:
+            args = [c(raw) for c, raw in zip(convert, f[2:])]
+        except ValueError:
+            return False
+        getattr(wrapper, method)(*args)
+        return True
+
+    return handle
+
+
 class FastPath:
     """Decodes the hot messages of one connection and calls ``wrapper``'s methods.
 
@@ -151,31 +178,26 @@ class FastPath:
             raise RuntimeError("the installed ibapi line is not supported by the fast path")
         self._w = wrapper
         self._claim = claim_tick
-        self._decimal = _sizes_are_decimal()
-        handlers: Dict[bytes, Callable[[List[bytes]], bool]]
-        if self._decimal:
-            handlers = {
-                b"1": self._tick_price_10,
-                b"2": self._tick_size_10,
-                b"3": self._order_status_10,
-                b"4": self._error_10,
-            }
+        decimal = _sizes_are_decimal()
+        # How each line decodes sizes and order quantities: 10.x Decimal, 9.81 int / float.
+        self._size: Callable[[bytes], Any] = _decimal if decimal else _INTS.__getitem__
+        self._quantity: Callable[[bytes], Any] = _decimal if decimal else _float
+        handlers: Dict[bytes, Handler] = {b"1": self._tick_price, b"3": self._order_status}
+        if decimal:
+            handlers[b"2"] = self._tick_size_10
+            handlers[b"4"] = self._error_10
         else:
-            handlers = {
-                b"1": self._tick_price_9,
-                b"2": self._tick_size_9,
-                b"3": self._order_status_9,
-                b"4": self._error_9,
-            }
+            handlers[b"2"] = self._tick_size_9
+            handlers[b"4"] = _by_signature(wrapper, "error", int, int, _sig_str)
         # Decoded "by signature" in both lines.
-        handlers[b"9"] = self._next_valid_id
-        handlers[b"45"] = self._tick_generic
-        handlers[b"46"] = self._tick_string
-        handlers[b"49"] = self._current_time
+        handlers[b"9"] = _by_signature(wrapper, "nextValidId", int)
+        handlers[b"45"] = _by_signature(wrapper, "tickGeneric", int, int, float)
+        handlers[b"46"] = _by_signature(wrapper, "tickString", int, int, _sig_str)
+        handlers[b"49"] = _by_signature(wrapper, "currentTime", int)
         self._handlers = handlers
 
     @property
-    def handlers(self) -> Dict[bytes, Callable[[List[bytes]], bool]]:
+    def handlers(self) -> Dict[bytes, Handler]:
         """Message id (as the raw field) -> handler of the split frame; for a caller that
         splits the frame itself. A handler returns what :meth:`handle` returns."""
         return self._handlers
@@ -192,7 +214,7 @@ class FastPath:
 
     # ------------------------------------------------------------------ TICK_PRICE (1)
 
-    def _tick_price_9(self, f: List[bytes]) -> bool:
+    def _tick_price(self, f: List[bytes]) -> bool:
         if len(f) != 8:  # 7 fields at 157; the official decoder ignores any extra ones
             if len(f) < 8:
                 return False
@@ -204,31 +226,9 @@ class FastPath:
             req_id = ints[raw_req]
             tick_type = ints[raw_type]
             price = float(raw_price or 0)
-            size = ints[raw_size]
+            size = self._size(raw_size)
             mask = ints[raw_mask]
-        except (ValueError, TypeError):
-            return False
-        size_tick = _SIZE_TICK_FOR_PRICE_TICK.get(tick_type)
-        claim = self._claim
-        if claim is None or not claim(req_id, tick_type, price, None if size_tick is None else size):
-            self._fire_tick_price(req_id, tick_type, price, size, mask, size_tick)
-        return True
-
-    def _tick_price_10(self, f: List[bytes]) -> bool:
-        if len(f) != 8:
-            if len(f) < 8:
-                return False
-            f = f[:8]
-        _, version, raw_req, raw_type, raw_price, raw_size, raw_mask, _ = f
-        ints = _INTS
-        try:
-            ints[version]
-            req_id = ints[raw_req]
-            tick_type = ints[raw_type]
-            price = float(raw_price or 0)
-            size = _decimal(raw_size)
-            mask = ints[raw_mask]
-        except Exception:  # ValueError, decimal.InvalidOperation, UnicodeDecodeError
+        except Exception:  # ValueError; 10.x sizes: decimal.InvalidOperation, UnicodeDecodeError
             return False
         size_tick = _SIZE_TICK_FOR_PRICE_TICK.get(tick_type)
         claim = self._claim
@@ -283,15 +283,16 @@ class FastPath:
 
     # ------------------------------------------------------------------ ORDER_STATUS (3)
 
-    def _order_status_9(self, f: List[bytes]) -> bool:
+    def _order_status(self, f: List[bytes]) -> bool:
         if len(f) < 13:
             return False
+        quantity = self._quantity
         try:
             args = (
                 int(f[1] or 0),
                 _decode_str(f[2]),
-                float(f[3] or 0),
-                float(f[4] or 0),
+                quantity(f[3]),
+                quantity(f[4]),
                 float(f[5] or 0),
                 int(f[6] or 0),
                 int(f[7] or 0),
@@ -300,46 +301,12 @@ class FastPath:
                 _decode_str(f[10]),
                 float(f[11] or 0),
             )
-        except ValueError:
-            return False
-        self._w.orderStatus(*args)
-        return True
-
-    def _order_status_10(self, f: List[bytes]) -> bool:
-        if len(f) < 13:
-            return False
-        try:
-            args = (
-                int(f[1] or 0),
-                _decode_str(f[2]),
-                _decimal(f[3]),
-                _decimal(f[4]),
-                float(f[5] or 0),
-                int(f[6] or 0),
-                int(f[7] or 0),
-                float(f[8] or 0),
-                int(f[9] or 0),
-                _decode_str(f[10]),
-                float(f[11] or 0),
-            )
-        except Exception:
+        except Exception:  # ValueError; 10.x quantities: decimal.InvalidOperation
             return False
         self._w.orderStatus(*args)
         return True
 
     # ------------------------------------------------------------------ ERR_MSG (4)
-
-    def _error_9(self, f: List[bytes]) -> bool:
-        if len(f) != 6:
-            return False
-        try:
-            req_id = int(f[2])
-            code = int(f[3])
-            text = _sig_str(f[4])
-        except ValueError:
-            return False
-        self._w.error(req_id, code, text)
-        return True
 
     def _error_10(self, f: List[bytes]) -> bool:
         # At 157: version, reqId, code, text; no advancedOrderRejectJson (166), no errorTime (194).
@@ -353,50 +320,4 @@ class FastPath:
         except ValueError:
             return False
         self._w.error(req_id, 0, code, text, "")
-        return True
-
-    # ------------------------------------------------------------------ by signature, both lines
-
-    def _next_valid_id(self, f: List[bytes]) -> bool:
-        if len(f) != 4:
-            return False
-        try:
-            order_id = int(f[2])
-        except ValueError:
-            return False
-        self._w.nextValidId(order_id)
-        return True
-
-    def _current_time(self, f: List[bytes]) -> bool:
-        if len(f) != 4:
-            return False
-        try:
-            t = int(f[2])
-        except ValueError:
-            return False
-        self._w.currentTime(t)
-        return True
-
-    def _tick_generic(self, f: List[bytes]) -> bool:
-        if len(f) != 6:
-            return False
-        try:
-            req_id = int(f[2])
-            tick_type = int(f[3])
-            value = float(f[4])
-        except ValueError:
-            return False
-        self._w.tickGeneric(req_id, tick_type, value)
-        return True
-
-    def _tick_string(self, f: List[bytes]) -> bool:
-        if len(f) != 6:
-            return False
-        try:
-            req_id = int(f[2])
-            tick_type = int(f[3])
-            value = _sig_str(f[4])
-        except ValueError:
-            return False
-        self._w.tickString(req_id, tick_type, value)
         return True

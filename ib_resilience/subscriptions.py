@@ -21,7 +21,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from ibapi.contract import Contract
 
@@ -363,22 +363,7 @@ class SubscriptionManager:
     def _drain(self) -> None:
         """On the dispatcher: deliver buffered ticks in arrival order, a slice at a time."""
         self._drain_scheduled = False  # first: a tick appended from now on schedules a new drain
-        popleft = self._buffer.popleft
-        names = TICK_NAMES
-        new = _tuple_new
-        for _ in range(DRAIN_SLICE):
-            try:
-                sub, tick_type, value, wall, size = popleft()
-            except IndexError:
-                break
-            if not sub.active:
-                continue
-            try:
-                sub.on_tick(new(Tick, (sub.symbol, tick_type, names.get(tick_type) or str(tick_type), float(value),
-                                       wall, None if size is None else float(size))))
-            except Exception:
-                self._callback_failed(sub)
-        else:
+        if self._deliver(self._next_slice()) == DRAIN_SLICE:
             if self._buffer and not self._drain_scheduled:
                 self._drain_scheduled = True
                 self._dispatcher.submit(self._drain)  # yield to events queued meanwhile
@@ -386,17 +371,31 @@ class SubscriptionManager:
         if self._overflow:
             with self._overflow_lock:
                 overflow, self._overflow = self._overflow, {}
-            for item in overflow.values():
-                self._deliver(*item)
+            self._deliver(overflow.values())
 
-    def _deliver(self, sub: MarketDataSubscription, tick_type: int, value: Any, wall: float, size: Any) -> None:
-        if not sub.active:
-            return
-        try:
-            sub.on_tick(Tick(sub.symbol, tick_type, TICK_NAMES.get(tick_type) or str(tick_type), float(value), wall,
-                             None if size is None else float(size)))
-        except Exception:
-            self._callback_failed(sub)
+    def _next_slice(self) -> Iterator[Tuple[MarketDataSubscription, int, Any, float, Any]]:
+        popleft = self._buffer.popleft
+        for _ in range(DRAIN_SLICE):
+            try:
+                yield popleft()
+            except IndexError:
+                return
+
+    def _deliver(self, items: Iterable[Tuple[MarketDataSubscription, int, Any, float, Any]]) -> int:
+        """Build each ``Tick`` and call its subscription's ``on_tick``; returns how many items."""
+        names = TICK_NAMES
+        new = _tuple_new
+        n = 0
+        for sub, tick_type, value, wall, size in items:
+            n += 1
+            if not sub.active:
+                continue
+            try:
+                sub.on_tick(new(Tick, (sub.symbol, tick_type, names.get(tick_type) or str(tick_type), float(value),
+                                       wall, None if size is None else float(size))))
+            except Exception:
+                self._callback_failed(sub)
+        return n
 
     def _callback_failed(self, sub: MarketDataSubscription) -> None:
         self.callback_errors += 1

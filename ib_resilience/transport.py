@@ -45,6 +45,24 @@ _unpack_len = struct.Struct("!I").unpack_from
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0) if hasattr(select, "poll") else 0
 
 
+def _split_frames(data: Any, pos: int, max_len: int) -> Tuple[List[Any], int, int]:
+    """The complete frames of ``data`` from ``pos``: ``(payloads, position after the last one,
+    the length of an oversized frame or 0)``. Payloads are slices of ``data``."""
+    frames: List[Any] = []
+    append = frames.append
+    n = len(data)
+    while n - pos >= 4:
+        (size,) = _unpack_len(data, pos)
+        if size > max_len:
+            return frames, pos, size
+        end = pos + 4 + size
+        if end > n:
+            break
+        append(data[pos + 4 : end])
+        pos = end
+    return frames, pos, 0
+
+
 class FrameTooLong(IBConnectionError):
     """A frame's length prefix exceeds the configured maximum: the stream cannot be trusted."""
 
@@ -261,24 +279,11 @@ class Transport:
         self._pending = bytearray()
         off = 0
         recv = sock.recv
-        unpack = _unpack_len
         while True:
-            too_long = 0
             if buf:
                 # Frames that arrived with the version reply, or a partial frame from the last read.
-                frames = []
-                end_buf = len(buf)
-                while end_buf - off >= 4:
-                    (size,) = unpack(buf, off)
-                    if size > max_len:
-                        too_long = size
-                        break
-                    end = off + 4 + size
-                    if end > end_buf:
-                        break
-                    frames.append(bytes(buf[off + 4 : end]))
-                    off = end
-                if off == end_buf:
+                frames, off, too_long = _split_frames(buf, off, max_len)
+                if off == len(buf):
                     buf.clear()
                     off = 0
                 elif off >= _COMPACT_AT:
@@ -286,7 +291,7 @@ class Transport:
                     off = 0
                 if frames:
                     self.frames_in += len(frames)
-                    on_frames(gen, frames)
+                    on_frames(gen, [bytes(f) for f in frames])  # slices of a bytearray
                 if too_long:
                     return f"protocol error: frame length {too_long} exceeds {max_len}"
             if self._closing:
@@ -307,26 +312,13 @@ class Transport:
                 buf += chunk
                 continue
             # Fast case: the buffer is empty, so slice frames straight out of the chunk.
-            frames = []
-            append = frames.append
-            n = len(chunk)
-            pos = 0
-            while n - pos >= 4:
-                (size,) = unpack(chunk, pos)
-                if size > max_len:
-                    too_long = size
-                    break
-                end = pos + 4 + size
-                if end > n:
-                    break
-                append(chunk[pos + 4 : end])
-                pos = end
+            frames, pos, too_long = _split_frames(chunk, 0, max_len)
             if frames:
                 self.frames_in += len(frames)
                 on_frames(gen, frames)
             if too_long:
                 return f"protocol error: frame length {too_long} exceeds {max_len}"
-            if pos < n:
+            if pos < len(chunk):
                 buf += chunk[pos:] if pos else chunk
 
     # ------------------------------------------------------------------ sending

@@ -8,8 +8,10 @@ from __future__ import annotations
 import threading
 from typing import Any, List
 
+import pytest
 from ibapi.contract import Contract
 
+from ib_resilience import subscriptions
 from ib_resilience.clock import ManualClock
 from ib_resilience.dispatcher import Dispatcher
 from ib_resilience.fastpath import FastPath
@@ -76,3 +78,24 @@ def test_claimed_and_official_routes_deliver_the_same_ticks() -> None:
     assert (last.field, last.value, last.size) == ("last", 101.25, 300.0)
     assert [t.field for t in claimed[3:6]] == ["bid_size", "high", "volume"]
     assert claimed[4].size is None
+
+
+def test_past_the_buffer_limit_ticks_are_coalesced_per_tick_type_newest_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subscriptions, "MAX_BUFFERED_TICKS", 3)
+    dispatcher = Dispatcher(name="test-dispatcher")
+    subs = SubscriptionManager(dispatcher, send=lambda req_id, c: None, cancel=lambda req_id: None,
+                               next_req_id=lambda: REQ, clock=ManualClock())
+    got: List[Tick] = []
+    contract = Contract()
+    contract.symbol = "AAPL"
+    subs.subscribe(contract, got.append, connected=True)
+    for price in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0):  # the dispatcher is not running: nothing drains
+        assert subs.claim_tick(REQ, 4, price, 1)
+    assert subs.claim_tick(REQ, 1, 9.0, 2)
+    done = threading.Event()
+    dispatcher.start()
+    dispatcher.submit(done.set)
+    assert done.wait(10)
+    assert dispatcher.stop(10)
+    assert [(t.field, t.value) for t in got] == [("last", 1.0), ("last", 2.0), ("last", 3.0), ("last", 6.0), ("bid", 9.0)]
+    assert subs.stats()["coalesced"] == 4
