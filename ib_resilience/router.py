@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ib_resilience.router")
 
-ErrorListener = Callable[[int, int, str, ErrorCategory], None]
-
 
 class Router:
     """Callbacks in, futures and state out. No policy lives here. Wire with :meth:`attach`
@@ -44,7 +42,6 @@ class Router:
     def __init__(self) -> None:
         self.next_valid_id: Optional[int] = None
         self.accounts: List[str] = []
-        self.error_listeners: List[ErrorListener] = []
         self.sync_exec_req_id: Optional[int] = None  # the executions request of the last re-sync
 
     def attach(
@@ -95,11 +92,6 @@ class Router:
                 manager.pending.fail(req_id, self._exception(code, text, req_id, category))
             elif 0 < req_id < REQUEST_ID_BASE:
                 self.tracker.on_error(req_id, code, text)
-        for listener in list(self.error_listeners):
-            try:
-                listener(req_id, code, text, category)
-            except Exception:
-                log.exception("error listener %r raised; ignored", listener)
 
     @staticmethod
     def _exception(code: int, text: str, req_id: int, category: ErrorCategory) -> Exception:

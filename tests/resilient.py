@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ib_resilience.client import IBClient
 from ib_resilience.state import ConnectionState
@@ -23,14 +23,49 @@ FAST: Dict[str, Any] = {
 }
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.002) -> bool:
+    """Wait for a condition with a deadline (for state that has no event of its own)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(interval)
+    return True
+
+
+def extra_threads(baseline: List[str]) -> List[str]:
+    """Names of live threads that are not in ``baseline``."""
+    return [t.name for t in threading.enumerate() if t.name not in baseline]
+
+
 def wait_threads_back(baseline: List[str], timeout: float = 10.0) -> List[str]:
     """Names of threads still alive beyond ``baseline`` once ``timeout`` passes (or none)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = [t.name for t in threading.enumerate() if t.name not in baseline]
-        if not extra or time.monotonic() >= deadline:
-            return extra
-        time.sleep(0.02)  # polling foreign threads' exit: there is no event to wait on
+    wait_until(lambda: not extra_threads(baseline), timeout, interval=0.02)  # foreign threads' exit: no event
+    return extra_threads(baseline)
+
+
+class InThread:
+    """Run a blocking call on a thread; join it with a deadline."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self.result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def join(self, timeout: float = 30.0) -> Any:
+        """The call's result; re-raises what it raised; fails the test if it is still running."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the call did not return within its deadline"
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 Transition = Tuple[ConnectionState, ConnectionState, str]
@@ -72,9 +107,8 @@ def drop_while_pending(client: IBClient, cut: Callable[[], None], call: Callable
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
-    while client.get_connection_status()["pending_requests"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)  # sampling the pending table: the request is registered on another thread
+    # Sampling the pending table: the request is registered on another thread.
+    wait_until(lambda: client.get_connection_status()["pending_requests"] > 0, timeout, interval=0.01)
     cut()
     thread.join(timeout)
     assert not thread.is_alive(), "the call did not end when its connection dropped"

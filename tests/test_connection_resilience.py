@@ -6,9 +6,8 @@ book: exactly the orders the caller was told about, none twice.
 from __future__ import annotations
 
 import collections
-import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import pytest
 
@@ -22,7 +21,7 @@ from ib_resilience import (
 from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
 
-from resilient import Recorder
+from resilient import InThread, Recorder
 
 
 @pytest.fixture
@@ -50,29 +49,6 @@ def assert_book_matches(gw: FakeGateway, result: BracketResult) -> None:
     assert {r: refs.get(r, 0) for r in expected} == {r: 1 for r in expected}, refs
     booked = {o.order_id for o in gw.orders if o.order_ref in expected}
     assert set(result.order_ids) <= booked
-
-
-class InThread:
-    """Run a blocking call on a thread; join it with a deadline."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], Any]) -> None:
-        try:
-            self.result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
-
-    def join(self, timeout: float = 30.0) -> Any:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the call did not return within its deadline"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 def bracket(client: IBClient, **kw: Any) -> BracketResult:

@@ -11,7 +11,6 @@ import argparse
 import logging
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import List, Optional
 from .faults import FaultPlan, FaultPlanError, FaultPlanRunner
 from .gateway import DEFAULT_ACCOUNTS, FakeGateway
 from .protocol import In
-from .wire import FrameParser, encode_frame
+from .wire import API_PREFIX, FrameParser, encode_frame, frame_raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +45,7 @@ def measure_throughput(seconds: float, seed: int = 7) -> float:
     with FakeGateway(port=0, seed=seed, pacing_limit=None) as gw:
         sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5.0)
         try:
-            version = b"v100..157"
-            sock.sendall(b"API\0" + struct.pack("!I", len(version)) + version)
+            sock.sendall(API_PREFIX + frame_raw(b"v100..157"))
             parser = FrameParser()
             while not parser.feed(sock.recv(4096)):
                 pass

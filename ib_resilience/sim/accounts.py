@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Set, Tuple
 
-from .protocol import In, Out
+from .protocol import In, Out, quantity_field
 from .wire import Field
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -132,19 +132,18 @@ class AccountHandlers:
     @staticmethod
     def _position_fields(account: str, pos: Position) -> List[Field]:
         c = pos.contract
-        qty: Field = int(pos.quantity) if float(pos.quantity).is_integer() else pos.quantity
         return [Out.POSITION_DATA, 3, account, c.con_id, c.symbol, c.sec_type, c.expiry, c.strike, c.right,
-                c.multiplier, c.exchange, c.currency, c.local_symbol, c.trading_class, qty, round(pos.avg_cost, 6)]
+                c.multiplier, c.exchange, c.currency, c.local_symbol, c.trading_class, quantity_field(pos.quantity),
+                round(pos.avg_cost, 6)]
 
     def _portfolio_fields(self, account: str, pos: Position) -> List[Field]:
         c = pos.contract
         price, value = self._market_value(pos)
-        qty: Field = int(pos.quantity) if float(pos.quantity).is_integer() else pos.quantity
         unrealized = value - pos.quantity * pos.avg_cost
         inst = self.engine.market.instrument(c.key)
         primary = inst.primary_exchange if inst is not None else ""
         return [Out.PORTFOLIO_VALUE, 8, c.con_id, c.symbol, c.sec_type, c.expiry, c.strike, c.right,
-                c.multiplier, primary, c.currency, c.local_symbol, c.trading_class, qty, price,
+                c.multiplier, primary, c.currency, c.local_symbol, c.trading_class, quantity_field(pos.quantity), price,
                 round(value, 2), round(pos.avg_cost, 6), round(unrealized, 2), round(pos.realized, 2), account]
 
     # ------------------------------------------------------------------ handlers

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from . import protocol as P
-from .market import Market
+from .market import Market, Subscription
 from .orders import OrderEngine, OrderRecord
 from .wire import Field, FrameParser, ProtocolError, encode_frame, frame_raw, split_fields
 
@@ -521,10 +521,6 @@ class FakeGateway:
     def count_error(self, code: int) -> None:
         self._errors_sent[code] += 1
 
-    def send_many(self, session: _Session, frames: Sequence[Sequence[Field]]) -> None:
-        for f in frames:
-            self.send(session, f)
-
     def _send_error(self, session: _Session, req_id: int, code: int, text: str) -> None:
         self.send(session, P.err_msg(req_id, code, text))
 
@@ -541,10 +537,17 @@ class FakeGateway:
     def notify(self) -> None:
         self._changed.notify_all()
 
+    def _tick_target(self, sub: Subscription) -> Optional[_Session]:
+        """The session a subscription's ticks go to, or None (gone, not ready, too far behind)."""
+        session = self._sessions.get(sub.session_serial)
+        if session is not None and session.ready and session.backlog() < _TICK_BACKLOG:
+            return session
+        return None
+
     def _stream_quote(self, symbol: str) -> None:
         for sub in self.market.subscriptions_for(symbol):
-            session = self._sessions.get(sub.session_serial)
-            if session is not None and session.ready and session.backlog() < _TICK_BACKLOG:
+            session = self._tick_target(sub)
+            if session is not None:
                 self._enqueue(session, self.market.quote_frames(sub))
 
     # ------------------------------------------------------------------ loop plumbing
@@ -1017,8 +1020,8 @@ class FakeGateway:
                     if count:
                         last_extra = now
                         for sub in self.market.streaming_subscriptions():
-                            session = self._sessions.get(sub.session_serial)
-                            if session is not None and session.ready and session.backlog() < _TICK_BACKLOG:
+                            session = self._tick_target(sub)
+                            if session is not None:
                                 self._enqueue(session, self.market.burst_frames(sub, count))
                         produced = True
                 else:

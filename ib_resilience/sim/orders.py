@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import protocol as P
@@ -113,6 +113,9 @@ class OrderRecord:
         return (self.lmt_price, self.aux_price)
 
 
+_RECORD_FIELDS = tuple(f.name for f in fields(OrderRecord))
+
+
 @dataclass
 class _Order:
     client_id: int
@@ -142,29 +145,9 @@ class _Order:
     completed_time: str = ""
 
     def record(self) -> OrderRecord:
-        return OrderRecord(
-            client_id=self.client_id,
-            order_id=self.order_id,
-            perm_id=self.perm_id,
-            order_ref=self.order_ref,
-            contract=self.contract,
-            action=self.action,
-            quantity=self.quantity,
-            order_type=self.order_type,
-            lmt_price=self.lmt_price,
-            aux_price=self.aux_price,
-            tif=self.tif,
-            parent_id=self.parent_id,
-            oca_group=self.oca_group,
-            transmit=self.transmit,
-            account=self.account,
-            status=self.status,
-            filled=self.filled,
-            avg_fill_price=self.avg_fill_price,
-            fills=tuple(self.fills),
-            error=self.error,
-            modifications=self.modifications,
-        )
+        values = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        values["fills"] = tuple(self.fills)
+        return OrderRecord(**values)
 
     @property
     def is_open(self) -> bool:
@@ -195,11 +178,6 @@ class Position:
     quantity: float = 0.0
     avg_cost: float = 0.0
     realized: float = 0.0
-
-
-def _num(value: float) -> Field:
-    """Quantities go out as integers when integral (9.81 decodes some sizes with int())."""
-    return int(value) if float(value).is_integer() else value
 
 
 class OrderEngine:
@@ -268,8 +246,7 @@ class OrderEngine:
     def positions_snapshot(self) -> Dict[Tuple[str, str], float]:
         out: Dict[Tuple[str, str], float] = {}
         for (account, _), pos in self._positions.items():
-            key = pos.contract.symbol if pos.contract.sec_type == "STK" else pos.contract.local_symbol
-            out[(account, key)] = pos.quantity
+            out[(account, pos.contract.key)] = pos.quantity
         return out
 
     def positions(self) -> List[Tuple[str, Position]]:
@@ -277,9 +254,6 @@ class OrderEngine:
 
     def executions(self) -> List[Execution]:
         return list(self._executions)
-
-    def open_orders(self) -> List[_Order]:
-        return [o for o in self._live_orders() if o.is_open]
 
     # ------------------------------------------------------------------ emitting
 
@@ -406,7 +380,7 @@ class OrderEngine:
         self._live.append(draft)
         self._records.append(draft)
         self._by_id[(client_id, order_id)] = draft
-        log.info("order %d/%d booked: %s %s %s %s", client_id, order_id, draft.action, _num(draft.quantity),
+        log.info("order %d/%d booked: %s %s %s %s", client_id, order_id, draft.action, P.quantity_field(draft.quantity),
                  draft.contract.key, draft.order_type)
         if draft.transmit:
             self._transmit_family(draft)
@@ -556,7 +530,7 @@ class OrderEngine:
         order.filled = order.quantity
         order.status = "Filled"
         order.completed_time = now
-        log.info("order %d/%d filled %s @ %s", order.client_id, order.order_id, _num(qty), price)
+        log.info("order %d/%d filled %s @ %s", order.client_id, order.order_id, P.quantity_field(qty), price)
         frames.append(self._open_order_fields(order))
         frames.append(self._order_status_fields(order))
         self._emit(order, frames + commissions)
@@ -708,7 +682,7 @@ class OrderEngine:
                 c.currency, c.local_symbol, c.trading_class]
 
     @staticmethod
-    def _combo_fields(order: _Order, for_open_order: bool) -> List[Field]:
+    def _combo_fields(order: _Order) -> List[Field]:
         legs = order.contract.legs
         out: List[Field] = [",".join(f"{leg.con_id}|{leg.ratio}" for leg in legs), len(legs)]
         for leg in legs:
@@ -724,7 +698,7 @@ class OrderEngine:
         return [
             Out.OPEN_ORDER, o.order_id,
             *self._contract_fields(c),
-            o.action, _num(o.quantity), o.order_type, lmt, aux, o.tif, o.oca_group, o.account, "", 0,
+            o.action, P.quantity_field(o.quantity), o.order_type, lmt, aux, o.tif, o.oca_group, o.account, "", 0,
             o.order_ref, o.client_id, o.perm_id, o.outside_rth, False, 0, "",
             "",  # sharesAllocation
             "", "", "", "",  # faGroup, faMethod, faPercentage, faProfile
@@ -736,7 +710,7 @@ class OrderEngine:
             o.parent_id, 0,  # parentId, triggerMethod
             "", 0, "", "",  # volatility, volatilityType, deltaNeutralOrderType, deltaNeutralAuxPrice
             False, 0, "", "", "", "",  # continuousUpdate, referencePriceType, trailStop, trailingPct, basisPoints x2
-            *self._combo_fields(o, True),
+            *self._combo_fields(o),
             "", "", "",  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement
             "",  # hedgeType
             False, "", "", False,  # optOutSmartRouting, clearingAccount, clearingIntent, notHeld
@@ -761,7 +735,7 @@ class OrderEngine:
         return [
             Out.COMPLETED_ORDER,
             *self._contract_fields(c),
-            o.action, _num(o.quantity), o.order_type, lmt, aux, o.tif, o.oca_group, o.account, "", 0,
+            o.action, P.quantity_field(o.quantity), o.order_type, lmt, aux, o.tif, o.oca_group, o.account, "", 0,
             o.order_ref, o.perm_id, o.outside_rth, False, 0, "",
             "", "", "", "",  # FA params
             "", "", "", "", "",  # modelCode, goodTillDate, rule80A, percentOffset, settlingFirm
@@ -771,7 +745,7 @@ class OrderEngine:
             0, False, False, "", 0, 0,  # displaySize, sweepToFill, allOrNone, minQty, ocaType, triggerMethod
             "", 0, "", "", False, 0,  # vol order params (no delta-neutral), continuousUpdate, referencePriceType
             "", "",  # trailStopPrice, trailingPercent
-            *self._combo_fields(o, False),
+            *self._combo_fields(o),
             "", "", "",  # scale params
             "",  # hedgeType
             "", "",  # clearing
@@ -785,14 +759,14 @@ class OrderEngine:
             UNSET_DOUBLE_TEXT, UNSET_DOUBLE_TEXT,  # trailStopPrice, lmtPriceOffset
             UNSET_DOUBLE_TEXT,  # cashQty
             False, False,  # dontUseAutoPriceForHedge, isOmsContainer
-            "", _num(o.filled), 0, False, "", False, False,  # autoCancelDate .. routeMarketableToBbo
+            "", P.quantity_field(o.filled), 0, False, "", False, False,  # autoCancelDate .. routeMarketableToBbo
             0,  # parentPermId
             o.completed_time, o.status,  # completedTime, completedStatus
         ]
 
     @staticmethod
     def _order_status_fields(o: _Order) -> List[Field]:
-        return [Out.ORDER_STATUS, o.order_id, o.status, _num(o.filled), _num(o.remaining), o.avg_fill_price,
+        return [Out.ORDER_STATUS, o.order_id, o.status, P.quantity_field(o.filled), P.quantity_field(o.remaining), o.avg_fill_price,
                 o.perm_id, o.parent_id, o.last_fill_price, o.client_id, "", 0.0]
 
     def execution_fields(self, req_id: int, ex: Execution) -> List[Field]:
@@ -801,7 +775,7 @@ class OrderEngine:
             Out.EXECUTION_DATA, req_id, ex.order.order_id,
             *self._contract_fields(c),
             ex.exec_id, ex.time, ex.order.account, "ISLAND" if c.sec_type == "STK" else "CBOE", ex.side,
-            _num(ex.shares), ex.price, ex.order.perm_id, ex.order.client_id, 0, _num(ex.cum_qty), ex.avg_price,
+            P.quantity_field(ex.shares), ex.price, ex.order.perm_id, ex.order.client_id, 0, P.quantity_field(ex.cum_qty), ex.avg_price,
             ex.order.order_ref, "", "", "", 2,
         ]
 

@@ -123,6 +123,11 @@ def version_reply(now: float | None = None) -> List[Field]:
     return [SERVER_VERSION, connection_time_text(now)]
 
 
+def quantity_field(value: float) -> Field:
+    """Quantities go out as integers when integral (9.81 decodes some sizes with int())."""
+    return int(value) if float(value).is_integer() else value
+
+
 def err_msg(req_id: int, code: int, text: str) -> List[Field]:
     return [Out.ERR_MSG, 2, req_id, code, text]
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 from typing import Callable, List, Optional, Sequence, Union
+
+from resilient import wait_until  # noqa: F401 - re-exported for the bridge tests
 
 Field = Union[str, int, float, bytes]
 
@@ -33,16 +34,6 @@ def startup_burst(next_id: int = 1, accounts: str = "DU1234567") -> bytes:
         + frame(9, 1, next_id)
         + frame(4, 2, -1, 2104, "Market data farm connection is OK:usfarm")
     )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.002) -> bool:
-    """Wait for a condition with a deadline (for state that has no event of its own)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(interval)
-    return True
 
 
 class ServerConn:

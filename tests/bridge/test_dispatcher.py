@@ -8,7 +8,7 @@ from typing import Any, List
 
 from ib_resilience.dispatcher import Dispatcher
 
-from .gwserver import wait_until
+from resilient import wait_until
 
 
 class Gate:

@@ -14,10 +14,10 @@ from ib_resilience.bridge import IBAPI_LINE, Bridge
 from ib_resilience.errors import IBConnectionError
 from ib_resilience.sim import FakeGateway
 
-from .gwserver import wait_until
 from .recording import RecordingWrapper
 from .sinks import RecordingSink
 from .test_fastpath_differential import fastpath, official
+from resilient import wait_until
 
 
 class RecordingBridge(Bridge):

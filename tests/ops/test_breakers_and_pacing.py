@@ -12,7 +12,7 @@ from ib_resilience.client import IBClient
 from ib_resilience.errors import CircuitOpenError, IBConnectionError, IBRequestError, RequestTimeoutError
 from ib_resilience.sim import FakeGateway
 
-from resilient import drop_while_pending
+from resilient import drop_while_pending, wait_until
 
 BREAKERS = {"get_current_price": {"fail_max": 3, "reset_timeout": 0.3}}
 
@@ -78,7 +78,6 @@ def test_a_dropped_connection_counts_as_a_connection_failure(
 def test_two_callers_of_one_operation_run_concurrently(make_client: Callable[..., IBClient], gw: FakeGateway) -> None:
     client = make_client(heartbeat_interval=30.0)
     gw.set_latency(0.5)
-    peak = []
     results: List[float] = []
 
     def call() -> None:
@@ -87,15 +86,10 @@ def test_two_callers_of_one_operation_run_concurrently(make_client: Callable[...
     threads = [threading.Thread(target=call) for _ in range(2)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(t.is_alive() for t in threads):
-        peak.append(client.get_connection_status()["pending_requests"])
-        if peak[-1] == 2:
-            break
-        time.sleep(0.005)
+    both_pending = wait_until(lambda: client.get_connection_status()["pending_requests"] == 2, 10, interval=0.005)
     for t in threads:
         t.join(10)
-    assert 2 in peak  # both requests were in flight at once: no lock held across the wait
+    assert both_pending  # both requests were in flight at once: no lock held across the wait
     assert len(results) == 2
 
 

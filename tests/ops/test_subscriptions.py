@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable, List
 
 import pytest
@@ -14,7 +13,7 @@ from ib_resilience.sim import FakeGateway
 from ib_resilience.state import ConnectionState
 from ib_resilience.subscriptions import Tick
 
-from resilient import Recorder
+from resilient import Recorder, wait_until
 
 
 class Ticks:
@@ -119,9 +118,8 @@ def test_a_stream_that_goes_silent_while_others_tick_is_re_requested(
     client.subscribe_market_data("AAPL", busy)
     assert quiet.wait_more(3) and busy.wait_more(3)
     assert streaming.silence_market_data("MSFT") == 1
-    deadline = time.monotonic() + 15
-    while client.get_connection_status()["subscriptions"]["stale_rerequests"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)  # sampling a counter the watchdog's staleness check writes
+    # Sampling a counter the watchdog's staleness check writes.
+    wait_until(lambda: client.get_connection_status()["subscriptions"]["stale_rerequests"] > 0, 15, interval=0.02)
     assert client.get_connection_status()["subscriptions"]["stale_rerequests"] >= 1
     seen = len(quiet)
     assert quiet.wait_more(seen + 3, timeout=15)  # the re-requested stream ticks again
@@ -138,10 +136,12 @@ def test_nothing_is_re_requested_when_every_stream_is_quiet(
     # Eleven answered heartbeats (0.05 s apart) later the staleness check has run again and again,
     # well past the 0.2 s staleness timeout (the watchdog runs it at every wake).
     beats = set()
-    deadline = time.monotonic() + 15
-    while len(beats) < 12 and time.monotonic() < deadline:
-        beats.add(client.get_connection_status()["last_heartbeat_at"])
-        time.sleep(0.02)  # sampling a timestamp the watchdog writes
+
+    def twelve_beats_seen() -> bool:
+        beats.add(client.get_connection_status()["last_heartbeat_at"])  # a timestamp the watchdog writes
+        return len(beats) >= 12
+
+    wait_until(twelve_beats_seen, 15, interval=0.02)
     assert len(beats) >= 12
     assert client.get_connection_status()["subscriptions"]["stale_rerequests"] == 0
 

@@ -7,14 +7,15 @@ import struct
 import time
 
 from ib_resilience.sim import FakeGateway
-from ib_resilience.sim.wire import FrameParser, encode_frame, split_fields
+from ib_resilience.sim.protocol import In
+from ib_resilience.sim.wire import API_PREFIX, FrameParser, encode_frame, frame_raw, split_fields
 
 from .rawclient import RawClient
 
 
 def raw_connect(port: int, versions: bytes = b"v100..157") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5.0)
-    sock.sendall(b"API\0" + struct.pack("!I", len(versions)) + versions)
+    sock.sendall(API_PREFIX + frame_raw(versions))
     return sock
 
 
@@ -30,6 +31,15 @@ def recv_frames(sock: socket.socket, count: int, timeout: float = 5.0) -> list:
             break
         frames.extend(parser.feed(data))
     return frames
+
+
+def ready_socket(port: int, client_id: int) -> socket.socket:
+    """A raw connection past the handshake and START_API, its startup burst read."""
+    sock = raw_connect(port)
+    recv_frames(sock, 1)
+    sock.sendall(encode_frame([In.START_API, 2, client_id, ""]))
+    recv_frames(sock, 5)
+    return sock
 
 
 def test_version_reply_is_one_frame_of_two_fields(gw: FakeGateway) -> None:

@@ -13,7 +13,7 @@ from ibapi.order import Order
 from ib_resilience.sim import FakeGateway
 
 from .rawclient import RawClient
-from .test_core import raw_connect, recv_frames
+from .test_core import ready_socket, recv_frames
 
 ETRADE_ON_THE_WIRE = "order.eTradeOnly" in inspect.getsource(EClient.placeOrder)
 
@@ -300,11 +300,8 @@ def test_recorded_981_order_with_default_etrade_only_gets_10268(gw: FakeGateway)
     from ib_resilience.sim.wire import encode_frame, split_fields
 
     assert len(PLACE_ORDER_981) == 110
-    sock = raw_connect(gw.port)
+    sock = ready_socket(gw.port, 3)
     try:
-        recv_frames(sock, 1)
-        sock.sendall(encode_frame([71, 2, 3, ""]))
-        recv_frames(sock, 5)
         sock.sendall(encode_frame(PLACE_ORDER_981))
         [frame] = recv_frames(sock, 1)
         assert split_fields(frame)[:4] == ["4", "2", "50", "10268"]

@@ -15,7 +15,7 @@ from ib_resilience.sim.protocol import In
 from ib_resilience.sim.wire import FrameParser, ProtocolError, encode_frame, frame_raw, split_fields
 
 from .rawclient import RawClient
-from .test_core import raw_connect, recv_frames
+from .test_core import ready_socket
 
 
 @pytest.fixture
@@ -23,14 +23,6 @@ def strict_gw() -> Iterator[FakeGateway]:
     """Short handshake and partial-frame deadlines, disconnect after the second pacing violation."""
     with FakeGateway(handshake_timeout=0.5, frame_timeout=0.5, pacing_disconnect_after=2) as gateway:
         yield gateway
-
-
-def ready_socket(port: int, client_id: int) -> socket.socket:
-    sock = raw_connect(port)
-    recv_frames(sock, 1)
-    sock.sendall(encode_frame([In.START_API, 2, client_id, ""]))
-    recv_frames(sock, 5)
-    return sock
 
 
 def closed_by_peer(sock: socket.socket, timeout: float = 10.0) -> bool:
@@ -103,68 +95,53 @@ def test_pacing_can_be_disabled(clients) -> None:
 # ---------------------------------------------------------------------------- hostile clients
 
 
-def test_random_bytes_instead_of_a_handshake(gw: FakeGateway, client: RawClient) -> None:
-    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5.0)
+def tcp(port: int) -> socket.socket:
+    """A bare TCP connection: no handshake sent."""
+    return socket.create_connection(("127.0.0.1", port), timeout=5.0)
+
+
+def hangs_up_after(sock: socket.socket, data: bytes) -> bool:
+    """Send ``data``; True if the gateway then closes the connection. Closes ``sock`` either way."""
     try:
-        sock.sendall(random.Random(1).randbytes(256))
-        assert closed_by_peer(sock)
+        sock.sendall(data)
+        return closed_by_peer(sock)
     finally:
         sock.close()
+
+
+def test_random_bytes_instead_of_a_handshake(gw: FakeGateway, client: RawClient) -> None:
+    assert hangs_up_after(tcp(gw.port), random.Random(1).randbytes(256))
     assert_still_serving(gw, client)
 
 
 def test_huge_length_prefix(gw: FakeGateway, client: RawClient) -> None:
-    sock = ready_socket(gw.port, 9)
-    try:
-        sock.sendall(struct.pack("!I", 0x7FFFFFFF) + b"71\0")
-        assert closed_by_peer(sock)
-    finally:
-        sock.close()
+    assert hangs_up_after(ready_socket(gw.port, 9), struct.pack("!I", 0x7FFFFFFF) + b"71\0")
     assert gw.malformed_disconnects == 1
     assert_still_serving(gw, client)
 
 
 def test_bad_version_string(gw: FakeGateway, client: RawClient) -> None:
-    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5.0)
-    try:
-        sock.sendall(b"API\0" + frame_raw(b"hello"))
-        assert closed_by_peer(sock)
-    finally:
-        sock.close()
+    assert hangs_up_after(tcp(gw.port), b"API\0" + frame_raw(b"hello"))
     assert_still_serving(gw, client)
 
 
 def test_malformed_request_fields(gw: FakeGateway, client: RawClient) -> None:
-    sock = ready_socket(gw.port, 9)
-    try:
-        sock.sendall(encode_frame([In.PLACE_ORDER, "x"]))  # far too short
-        assert closed_by_peer(sock)
-    finally:
-        sock.close()
+    assert hangs_up_after(ready_socket(gw.port, 9), encode_frame([In.PLACE_ORDER, "x"]))  # far too short
     assert_still_serving(gw, client)
 
 
 def test_slowloris_partial_frame(strict_gw: FakeGateway, clients) -> None:
     c = clients()
     assert c.start(strict_gw.port, client_id=1)
-    sock = ready_socket(strict_gw.port, 9)
-    try:
-        sock.sendall(struct.pack("!I", 100) + b"49\0")  # a frame that never completes
-        assert closed_by_peer(sock)
-    finally:
-        sock.close()
+    # a frame that never completes
+    assert hangs_up_after(ready_socket(strict_gw.port, 9), struct.pack("!I", 100) + b"49\0")
     assert_still_serving(strict_gw, c)
 
 
 def test_slowloris_handshake(strict_gw: FakeGateway, clients) -> None:
     c = clients()
     assert c.start(strict_gw.port, client_id=1)
-    sock = socket.create_connection(("127.0.0.1", strict_gw.port), timeout=5.0)
-    try:
-        sock.sendall(b"AP")
-        assert closed_by_peer(sock)
-    finally:
-        sock.close()
+    assert hangs_up_after(tcp(strict_gw.port), b"AP")
     assert_still_serving(strict_gw, c)
 
 

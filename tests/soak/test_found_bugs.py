@@ -6,30 +6,13 @@ Real ibapi client, real loopback sockets, the simulator; no mocks.
 from __future__ import annotations
 
 import random
-import threading
-import time
-from typing import Any, Optional
 
 import pytest
 
 from ib_resilience import IBClient, OrderStateUnknownError
 from ib_resilience.sim import FakeGateway
 
-
-class Call:
-    """A blocking call on its own thread."""
-
-    def __init__(self, fn: Any) -> None:
-        self.result: Any = None
-        self.error: Optional[BaseException] = None
-        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn: Any) -> None:
-        try:
-            self.result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
+from resilient import InThread, wait_until
 
 
 @pytest.mark.timeout(120)
@@ -49,18 +32,15 @@ def test_a_cancel_held_by_the_pacer_across_a_drop_is_reconciled() -> None:
         parent = bracket.parent.order_id
         pacer = client._manager.pacer
         reserved = pacer.stats()["messages_sent"]
-        call = Call(lambda: client.cancel_order(parent, timeout=60.0))
-        deadline = time.monotonic() + 10
-        while pacer.stats()["messages_sent"] == reserved and time.monotonic() < deadline:
-            time.sleep(0.005)  # the cancel has taken its pacer slot: it is past every connection check
+        call = InThread(lambda: client.cancel_order(parent, timeout=60.0))
+        # Once the cancel has taken its pacer slot it is past every connection check.
+        wait_until(lambda: pacer.stats()["messages_sent"] > reserved, 10, interval=0.005)
         assert pacer.stats()["messages_sent"] > reserved
         gw.drop_connections()
         if any(o.order_id == parent and not o.is_open for o in gw.orders):
             pytest.skip("the cancel went out before the drop: nothing to show on this run")
-        call.thread.join(90)
-        assert not call.thread.is_alive()
-        assert call.error is None, f"cancel raised {call.error!r}"
-        assert call.result.status in ("Cancelled", "ApiCancelled")
+        cancelled = call.join(90)  # re-raises what the cancel raised
+        assert cancelled.status in ("Cancelled", "ApiCancelled")
         assert not any(o.order_id == parent and o.is_open for o in gw.orders)
     finally:
         client.disconnect()
