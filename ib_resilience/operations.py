@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ibapi.contract import Contract
+from ibapi.order import Order
 
 from . import orders as builders
 from .clock import Clock
@@ -101,10 +102,11 @@ class OrderIds:
         return self._next
 
 
-def _finite_positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return float(value)
+def _single_order(action: str, quantity: float, limit_price: Optional[float], order_ref: str, tif: str) -> Order:
+    """A LMT order at ``limit_price``, or MKT when it is None."""
+    if limit_price is None:
+        return builders.build_market_order(action, quantity, order_ref, tif)
+    return builders.build_limit_order(action, quantity, limit_price, order_ref, tif)
 
 
 def resolve_timeout(value: Optional[float], default: float) -> float:
@@ -257,19 +259,22 @@ class Operations:
         self._check_writable("place_strangle")
         call, put = builders.strangle_contracts(symbol, expiry, call_strike, put_strike, exchange=exchange,
                                                 currency=currency)
-        quantity = _finite_positive(quantity, "quantity")
-        if limit_price is not None:
-            _finite_positive(limit_price, "limit_price")
-        action = builders.opposite_action(builders.opposite_action(action))  # validates BUY/SELL
         deadline = resolve_timeout(timeout, self._config.request_timeout)
         order_ref = builders.new_order_ref()
+        as_combo = self._config.orders.strangle_as_combo
+        # Validate the order(s) with placeholder con ids before qualifying sends anything.
+        if as_combo:
+            builders.build_strangle(symbol, 1, 2, action, quantity, limit_price, order_ref=order_ref,
+                                    exchange=exchange, currency=currency, tif=tif)
+        else:
+            _single_order(action, quantity, limit_price, order_ref, tif)
         # The notional of a strangle is its underlying exposure: the higher strike × 100 × quantity.
         builders.check_limits(quantity, max(call.strike, put.strike), self._config.safety, multiplier=100)
         start = self._clock.monotonic()
         call_id = self._qualify(call, deadline)
         put_id = self._qualify(put, deadline)
         self._submitter.wait_until_sendable("place_strangle", start + deadline)
-        if self._config.orders.strangle_as_combo:
+        if as_combo:
             combo, order = builders.build_strangle(
                 symbol, call_id, put_id, action, quantity, limit_price, order_ref=order_ref, exchange=exchange,
                 currency=currency, tif=tif,
@@ -281,10 +286,7 @@ class Operations:
             group = []
             for offset, (contract, con_id, suffix) in enumerate(((call, call_id, "-c"), (put, put_id, "-p"))):
                 contract.conId = con_id
-                if limit_price is None:
-                    leg = builders.build_market_order(action, quantity, order_ref + suffix, tif)
-                else:
-                    leg = builders.build_limit_order(action, quantity, limit_price, order_ref + suffix, tif)
+                leg = _single_order(action, quantity, limit_price, order_ref + suffix, tif)
                 leg.orderId = first + offset
                 group.append(Leg(contract, leg))
         states = self._submitter.submit(group, "place_strangle", start + deadline)

@@ -118,6 +118,9 @@ def test_bad_bracket_arguments_raise_before_sending(
         {"quantity": 0},
         {"expiry": "not-a-date"},
         {"action": "SHORT"},
+        {"tif": "FOREVER"},
+        {"quantity": 1.5},  # a combo order takes whole contracts
+        {"limit_price": float("nan")},
     ],
 )
 def test_bad_strangle_arguments_raise_before_sending(client: IBClient, gw: FakeGateway, kwargs: Dict[str, Any]) -> None:
