@@ -103,26 +103,29 @@ def _decode_unicode_str(raw: bytes) -> str:
     return raw.decode("unicode-escape", errors="backslashreplace")
 
 
-# Sizes repeat a lot; a Decimal is immutable, so sharing one instance per spelling is safe.
-_decimal_cache: Dict[bytes, Decimal] = {}
-_DECIMAL_CACHE_MAX = 4096
+class _Memo(Dict[bytes, Any]):
+    """``convert(raw)`` memoised per spelling: request ids, tick types, versions, masks and sizes
+    repeat, and a dict hit costs a fifth of ``int()``. Values are immutable (ints, Decimals), so
+    sharing them is safe. Failures are not cached (``convert`` raises again). Bounded: cleared
+    when full."""
 
+    def __init__(self, convert: Callable[[bytes], Any]) -> None:
+        super().__init__()
+        self._convert = convert
 
-class _IntCache(Dict[bytes, int]):
-    """``int(raw or 0)`` (the official ``decode(int, ...)``) memoised: request ids, tick types,
-    versions, masks and sizes repeat, and a dict hit costs a fifth of ``int()``. Failures are
-    not cached (``int`` raises again). Bounded: cleared when full."""
-
-    def __missing__(self, raw: bytes) -> int:
-        value = int(raw or 0)
-        if len(self) >= _INT_CACHE_MAX:
+    def __missing__(self, raw: bytes) -> Any:
+        value = self._convert(raw)
+        if len(self) >= _MEMO_MAX:
             self.clear()
         self[raw] = value
         return value
 
 
-_INT_CACHE_MAX = 4096
-_INTS = _IntCache()
+def _to_decimal(raw: bytes) -> Decimal:
+    """10.x ``decode(Decimal, fields)``."""
+    if raw in _DECIMAL_UNSET_SPELLINGS:
+        return _UNSET_DECIMAL  # type: ignore[return-value]
+    return Decimal(raw.decode())
 
 
 def _float(raw: bytes) -> float:
@@ -130,18 +133,9 @@ def _float(raw: bytes) -> float:
     return float(raw or 0)
 
 
-def _decimal(raw: bytes) -> Decimal:
-    """10.x ``decode(Decimal, fields)``."""
-    value = _decimal_cache.get(raw)
-    if value is not None:
-        return value
-    if raw in _DECIMAL_UNSET_SPELLINGS:
-        return _UNSET_DECIMAL  # type: ignore[return-value]
-    value = Decimal(raw.decode())
-    if len(_decimal_cache) >= _DECIMAL_CACHE_MAX:
-        _decimal_cache.clear()
-    _decimal_cache[raw] = value
-    return value
+_MEMO_MAX = 4096
+_INTS = _Memo(lambda raw: int(raw or 0))  # the official decode(int, ...)
+_DECIMALS = _Memo(_to_decimal)
 
 
 Handler = Callable[[List[bytes]], bool]
@@ -180,8 +174,8 @@ class FastPath:
         self._claim = claim_tick
         decimal = _sizes_are_decimal()
         # How each line decodes sizes and order quantities: 10.x Decimal, 9.81 int / float.
-        self._size: Callable[[bytes], Any] = _decimal if decimal else _INTS.__getitem__
-        self._quantity: Callable[[bytes], Any] = _decimal if decimal else _float
+        self._sizes: _Memo = _DECIMALS if decimal else _INTS  # subscripted on the hot path
+        self._quantity: Callable[[bytes], Any] = _DECIMALS.__getitem__ if decimal else _float
         handlers: Dict[bytes, Handler] = {b"1": self._tick_price, b"3": self._order_status}
         if decimal:
             handlers[b"2"] = self._tick_size_10
@@ -226,7 +220,7 @@ class FastPath:
             req_id = ints[raw_req]
             tick_type = ints[raw_type]
             price = float(raw_price or 0)
-            size = self._size(raw_size)
+            size = self._sizes[raw_size]
             mask = ints[raw_mask]
         except Exception:  # ValueError; 10.x sizes: decimal.InvalidOperation, UnicodeDecodeError
             return False
@@ -272,7 +266,7 @@ class FastPath:
             int(f[1] or 0)
             req_id = int(f[2] or 0)
             tick_type = int(f[3] or 0)
-            size = _decimal(f[4])
+            size = _DECIMALS[f[4]]
         except Exception:
             return False
         if tick_type != _NOT_SET:
