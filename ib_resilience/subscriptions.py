@@ -227,10 +227,12 @@ class SubscriptionManager:
         for sub in subs:
             self._open_gap(sub)
             self._cancel_quietly(sub.req_id)
+            # Counted before the request goes out: its first tick can reach on_tick (and a
+            # reader of the counters) before this thread runs again.
             sub.restores += 1
+            self.restored_total += 1
             self._request(sub)
         if subs:
-            self.restored_total += len(subs)
             log.info("restored %d market data subscription(s): %s", len(subs), reason)
         return len(subs)
 
